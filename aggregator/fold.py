@@ -1,0 +1,322 @@
+"""The fold: heartbeats in, derived status and transitions out.
+
+`apply`, `reject`, `expire` and `grant` are pure of I/O and read no clock: the time is the
+heartbeat's stream entry time, or the `now` the runner passes in. They mutate the
+FoldState they are given and return the transitions they caused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from aggregator.rules import Rules, judge, next_change_ms
+from aggregator.state import FoldState, Instance, Service
+from healthbus.errors import InvalidMessage
+from healthbus.schema import (
+    STATUS_ORDER,
+    Heartbeat,
+    InstanceView,
+    ServiceView,
+    Status,
+    Transition,
+    iso_ms,
+)
+
+__all__ = ["Folder", "event_name", "view"]
+
+EVENT_PREFIX = "healthbus.service."
+
+
+def event_name(from_: Status, to: Status) -> str:
+    if to == "healthy":
+        return EVENT_PREFIX + ("appeared" if from_ == "unknown" else "recovered")
+    if to == "unknown":
+        return EVENT_PREFIX + "left"
+    return EVENT_PREFIX + to
+
+
+class Folder:
+    """The fold's operations over one FoldState, with its rules and limits."""
+
+    def __init__(
+        self, state: FoldState, rules: Rules | None = None, max_services: int = 200_000
+    ) -> None:
+        self.state = state
+        self.rules = rules or Rules()
+        self.max_services = max_services
+
+    # -- inputs -----------------------------------------------------------------------
+
+    def apply(self, hb: Heartbeat, at_ms: int) -> list[Transition]:
+        """Fold one valid heartbeat whose stream entry time is `at_ms`."""
+        state = self.state
+        v = state.clock.to_v(at_ms)
+        self._advance(v)
+        svc = state.services.get(hb.service)
+        if svc is None:
+            svc = self._new_service(hb.service, hb.kind, at_ms)
+        key = hb.instance or ""
+        pending = state.pending
+        pending.state.add(svc.name)
+        if hb.goodbye:
+            if svc.instances.pop(key, None) is not None:
+                pending.urgent.add(svc.name)
+            if not svc.instances:
+                svc.departed_v = v
+            return self._rejudge(svc, v)
+        inst = svc.instances.get(key)
+        if hb.phase == "start":
+            timeout_ms = int((hb.timeout_s or hb.interval_s) * 1000)
+            if inst is None:
+                inst = svc.instances[key] = Instance(
+                    hb=hb, last_ms=at_ms, last_v=v, completed=False
+                )
+                pending.urgent.add(svc.name)
+            inst.started_v, inst.start_timeout_ms = v, timeout_ms
+        else:
+            if inst is None or not inst.completed or _material(inst.hb, hb):
+                pending.urgent.add(svc.name)
+            elif inst.hb.details != hb.details or inst.hb.duration_ms != hb.duration_ms:
+                pending.deferred.add(svc.name)
+            else:
+                pending.fresh.add(svc.name)
+            svc.instances[key] = Instance(hb=hb, last_ms=at_ms, last_v=v)
+        svc.kind, svc.interval_s, svc.last_v = hb.kind, hb.interval_s, v
+        svc.departed_v = None
+        if svc.invalid is not None:
+            svc.invalid = None
+            pending.urgent.add(svc.name)
+        return self._rejudge(svc, v)
+
+    def reject(self, service: str, reason: str, at_ms: int) -> list[Transition]:
+        """A malformed entry named this (valid) service: its publisher is broken."""
+        state = self.state
+        v = state.clock.to_v(at_ms)
+        self._advance(v)
+        svc = state.services.get(service) or self._new_service(service, "perpetual", at_ms)
+        if svc.invalid != reason:
+            state.pending.urgent.add(svc.name)
+        svc.invalid = reason
+        state.pending.state.add(svc.name)
+        return self._rejudge(svc, v)
+
+    def expire(self, now_ms: int) -> list[Transition]:
+        """Advance the watermark to `now_ms` and fold every deadline passed on the way.
+
+        A transition caused by silence is stamped at its deadline, not when noticed.
+        """
+        state = self.state
+        target = state.clock.to_v(now_ms)
+        out: list[Transition] = []
+        while True:
+            due = state.due(target)
+            if not due:
+                break
+            for svc in due:
+                at = svc.deadline_v
+                assert at is not None
+                self._advance(at)
+                out.extend(self._rejudge(svc, at))
+        self._advance(target)
+        return out
+
+    def grant(self, blind_from_ms: int, blind_to_ms: int) -> int:
+        """Declare [from, to) blind (Redis unreachable, or entries trimmed unread).
+
+        That span counts toward no service's age. Returns the milliseconds granted.
+        """
+        clock = self.state.clock
+        span = max(0, blind_to_ms - max(blind_from_ms, clock.to_wall(clock.now_v)))
+        if span:
+            clock.offset_ms += span
+            clock.floor_v = clock.now_v
+        return span
+
+    def next_deadline_ms(self) -> int | None:
+        """Wall time of the next pending deadline, so the runner knows how long to wait."""
+        v = self.state.next_deadline_v()
+        return None if v is None else self.state.clock.to_wall(v)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _advance(self, v: int) -> None:
+        clock = self.state.clock
+        if v > clock.now_v:
+            clock.now_v = v
+
+    def _new_service(self, name: str, kind: str, at_ms: int) -> Service:
+        if len(self.state.services) >= self.max_services:
+            raise InvalidMessage(
+                f"already tracking max_services={self.max_services} services; "
+                "raise HEALTHBUS_MAX_SERVICES or split fleets into namespaces"
+            )
+        svc = Service(name=name, kind=kind, since_ms=at_ms)
+        self.state.add(svc)
+        self.state.pending.urgent.add(name)
+        return svc
+
+    def _rejudge(self, svc: Service, at_v: int) -> list[Transition]:
+        """Recompute `svc` as of virtual time `at_v`; a transition if its status changed."""
+        rules = self.rules
+        status: Status = "unknown"
+        reason = "no live instance"
+        deadline: int | None = None
+        many = len(svc.instances) > 1
+        for key, inst in svc.instances.items():
+            inst_status, inst_reason, inst_deadline = self._judge_instance(inst, at_v)
+            if (inst.status, inst.reason) != (inst_status, inst_reason):
+                inst.status, inst.reason = inst_status, inst_reason
+                self.state.pending.urgent.add(svc.name)
+            if STATUS_ORDER[inst_status] > STATUS_ORDER[status] or reason == "no live instance":
+                status = inst_status
+                reason = f"instance {key}: {inst_reason}" if many and key else inst_reason
+            deadline = inst_deadline if deadline is None else min(deadline, inst_deadline)
+        if svc.invalid is not None:
+            status, reason = "error", svc.invalid
+        elif not svc.instances:
+            deadline = None
+            if svc.departed_v is not None:
+                # Planned stop: keep the last status for a grace period, then leave.
+                status, reason = svc.status, "stopped (goodbye); waiting for an instance"
+                grace = int(rules.error_after * svc.interval_s * 1000)
+                if at_v >= svc.departed_v + grace:
+                    return self._leave(svc, at_v, "all instances stopped (goodbye)")
+                deadline = svc.departed_v + grace
+        if at_v - svc.last_v >= rules.forget_after_ms and svc.last_v:
+            return self._leave(svc, at_v, "silent for more than the forget period")
+        forget_at = svc.last_v + rules.forget_after_ms
+        deadline = forget_at if deadline is None else min(deadline, forget_at)
+        self.state.schedule(svc, deadline)
+        if reason != svc.reason:
+            svc.reason = reason
+            self.state.pending.urgent.add(svc.name)
+        if status == svc.status:
+            return []
+        return [self._transition(svc, status, at_v)]
+
+    def _judge_instance(self, inst: Instance, at_v: int) -> tuple[Status, str, int]:
+        hb = inst.hb
+        anchor = inst.last_v
+        if hb.intent is not None:
+            until_v = self.state.clock.to_v(_epoch_ms(hb.intent.until))
+            anchor = max(anchor, until_v)
+        age = max(0, at_v - anchor)
+        if inst.completed:
+            status, reason = judge(hb, age, self.rules)
+        else:
+            status, reason = "unknown", "started; waiting for its first result"
+        deadline = anchor + next_change_ms(hb, age, self.rules)
+        if inst.started_v is not None and inst.start_timeout_ms is not None:
+            overdue_at = inst.started_v + inst.start_timeout_ms
+            if at_v > overdue_at:
+                status = "error"
+                reason = (
+                    f"started {(at_v - inst.started_v) / 1000:.1f} s ago and has not finished "
+                    f"(timeout {inst.start_timeout_ms / 1000:g} s)"
+                )
+            else:
+                deadline = min(deadline, overdue_at + 1)
+        return status, reason, deadline
+
+    def _transition(self, svc: Service, to: Status, at_v: int) -> Transition:
+        state = self.state
+        at_ms = state.clock.to_wall(at_v)
+        from_ = svc.status
+        if to in ("degraded", "error") and svc.incident is None:
+            svc.incident = f"{svc.name}:{at_ms}"
+        incident = svc.incident
+        if to in ("healthy", "unknown"):
+            svc.incident = None
+        state.set_status(svc, to)
+        svc.since_ms = at_ms
+        state.pending.urgent.add(svc.name)
+        state.pending.state.add(svc.name)
+        event = event_name(from_, to)
+        return Transition(
+            id=f"{svc.name}:{event.rsplit('.', 1)[1]}:{at_ms}",
+            event=event,
+            service=svc.name,
+            from_=from_,
+            to=to,
+            at=iso_ms(at_ms),
+            at_ms=at_ms,
+            reason=svc.reason,
+            incident=incident,
+        )
+
+    def _leave(self, svc: Service, at_v: int, reason: str) -> list[Transition]:
+        svc.reason = reason
+        transition = self._transition(svc, "unknown", at_v)
+        pending = self.state.pending
+        self.state.remove(svc)
+        for bucket in (pending.urgent, pending.deferred, pending.fresh):
+            bucket.discard(svc.name)
+        pending.removed.add(svc.name)
+        return [transition]
+
+
+def _material(old: Heartbeat, new: Heartbeat) -> bool:
+    """Changes a subscriber must see at once (everything but details, duration and time)."""
+    return (
+        old.ok != new.ok
+        or old.status != new.status
+        or old.error != new.error
+        or old.hint != new.hint
+        or old.kind != new.kind
+        or old.interval_s != new.interval_s
+        or old.depends_on != new.depends_on
+        or old.intent != new.intent
+    )
+
+
+def _epoch_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def view(svc: Service) -> ServiceView:
+    """The snapshot's document for one service."""
+    instances = sorted(svc.instances.items(), key=lambda kv: kv[1].last_ms, reverse=True)
+    latest = instances[0][1] if instances else None
+    worst = max((inst for _, inst in instances), key=lambda i: STATUS_ORDER[i.status], default=None)
+    error = svc.invalid or (
+        worst.hb.error if worst is not None and worst.status != "healthy" else None
+    )
+    hb = latest.hb if latest is not None else None
+    return ServiceView(
+        name=svc.name,
+        kind=svc.kind,
+        status=svc.status,
+        reason=svc.reason,
+        since=iso_ms(svc.since_ms),
+        last_heartbeat=iso_ms(latest.last_ms) if latest else None,
+        last_heartbeat_ms=latest.last_ms if latest else None,
+        last_duration_ms=hb.duration_ms if hb else None,
+        expected_interval_seconds=svc.interval_s,
+        details=hb.details if hb else None,
+        error=error,
+        hint=hb.hint if hb else None,
+        depends_on=hb.depends_on if hb else None,
+        incident=svc.incident,
+        instances=[
+            InstanceView(
+                instance=key,
+                status=inst.status,
+                last_heartbeat=iso_ms(inst.last_ms),
+                last_heartbeat_ms=inst.last_ms,
+                last_duration_ms=inst.hb.duration_ms,
+                error=inst.hb.error,
+                reason=inst.reason,
+            )
+            for key, inst in instances
+            if key or len(instances) > 1
+        ],
+    )
+
+
+def worst_status(counts: Iterable[tuple[Status, int]]) -> Status:
+    status: Status = "unknown"
+    for candidate, n in counts:
+        if n and STATUS_ORDER[candidate] > STATUS_ORDER[status]:
+            status = candidate
+    return status

@@ -1,0 +1,136 @@
+"""Configuration: one frozen Struct, loaded as flags > environment > TOML file > defaults.
+
+Every field `x` can be set as the flag `--x`, the variable `HEALTHBUS_X` or the key `x` in the
+`[healthbus]` table of a TOML file (`--config` / `HEALTHBUS_CONFIG`). Durations are seconds.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from healthbus.errors import ConfigError
+from healthbus.keys import Keys
+
+__all__ = ["ENV_PREFIX", "Config"]
+
+ENV_PREFIX = "HEALTHBUS_"
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: None: `serve` uses 127.0.0.1:6379 if it answers, else starts an embedded server.
+    redis_url: str | None = None
+    namespace: str = "default"
+    #: With a token, details and writes need `Authorization: Bearer <token>`.
+    token: str | None = None
+    show_details: Literal["never", "when-authorized", "always"] = "when-authorized"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+
+    # Status rules: age thresholds as multiples of the promised interval.
+    degraded_after: float = 2.0
+    error_after: float = 5.0
+
+    # Aggregator.
+    lease_ttl_s: float = 5.0
+    read_count: int = 1000
+    #: Heartbeats kept behind the committed cursor, for replay and inspection.
+    replay_window_s: float = 60.0
+    transitions_maxlen: int = 100_000
+    updates_retention_s: float = 600.0
+    updates_maxlen: int = 100_000
+    deadletters_maxlen: int = 10_000
+    max_services: int = 200_000
+    forget_after_s: float = 7 * 86_400.0
+
+    # Web.
+    ready_stale_s: float = 10.0
+    sse_ping_s: float = 15.0
+    sse_send_timeout_s: float = 10.0
+    sse_queue_size: int = 512
+    #: Above this many services the SSE `snapshot` event carries counts and non-healthy ones.
+    sse_snapshot_limit: int = 5000
+
+    def __post_init__(self) -> None:
+        Keys(self.namespace)  # validates the name
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ConfigError(
+                f"redis_url {self.redis_url!r} is not a Redis URL: "
+                "use redis://host:port/db, rediss://… or unix:///path"
+            )
+        if not 0 < self.degraded_after <= self.error_after:
+            raise ConfigError("degraded_after must be > 0 and <= error_after")
+        if self.lease_ttl_s < 1:
+            raise ConfigError("lease_ttl_s must be at least 1 second")
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.namespace)
+
+    @classmethod
+    def load(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        file: str | Path | None = None,
+        **flags: Any,
+    ) -> Config:
+        """Merge the sources; flags whose value is None count as not given."""
+        import os
+
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        path = file or env.get(ENV_PREFIX + "CONFIG")
+        if path:
+            values.update(_from_toml(Path(path)))
+        values.update(_from_env(env))
+        values.update({k: v for k, v in flags.items() if v is not None})
+        try:
+            return msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"invalid configuration: {exc}") from None
+
+    def replace(self, **changes: Any) -> Config:
+        return msgspec.structs.replace(self, **changes)
+
+
+def _fields() -> set[str]:
+    return set(Config.__struct_fields__)
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    known = _fields()
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        field = name[len(ENV_PREFIX) :].lower()
+        if field in known:
+            out[field] = value
+    return out
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    table = data.get("healthbus", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [healthbus] must be a table")
+    unknown = set(table) - _fields()
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown key(s) in [healthbus]: {', '.join(sorted(unknown))}; "
+            f"known keys are: {', '.join(sorted(_fields()))}"
+        )
+    return dict(table)

@@ -1,0 +1,272 @@
+"""The wire schema: every message on the bus as a msgspec Struct.
+
+Schemas evolve only by appending optional fields; `v` is the major version and bumps only
+for an incompatible change. Readers ignore unknown fields. Encoders and decoders are built
+once at import and reused.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+
+from healthbus.errors import InvalidMessage
+
+__all__ = [
+    "DETAILS_MAX_BYTES",
+    "ERROR_MAX_BYTES",
+    "MESSAGE_MAX_BYTES",
+    "SCHEMA_VERSION",
+    "SERVICE_PATTERN",
+    "STATUS_ORDER",
+    "Details",
+    "Heartbeat",
+    "InstanceView",
+    "Intent",
+    "Kind",
+    "Meta",
+    "SelfStatus",
+    "ServiceView",
+    "Status",
+    "Transition",
+    "Update",
+    "decode_heartbeat",
+    "encode",
+    "iso_ms",
+    "json_schemas",
+    "worst",
+]
+
+SCHEMA_VERSION: Final = 1
+SERVICE_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,128}$"
+ERROR_MAX_BYTES: Final = 1024
+DETAILS_MAX_BYTES: Final = 2048
+MESSAGE_MAX_BYTES: Final = 8192
+
+Status = Literal["unknown", "healthy", "degraded", "error"]
+SelfStatus = Literal["healthy", "degraded", "error"]
+Kind = Literal["perpetual", "consumer", "probe"]
+#: Severity order: `worst()` picks the highest.
+STATUS_ORDER: Final[dict[str, int]] = {"unknown": 0, "healthy": 1, "degraded": 2, "error": 3}
+
+ServiceName = Annotated[str, msgspec.Meta(pattern=SERVICE_PATTERN)]
+DetailValue = float | int | str | bool | None
+Details = dict[Annotated[str, msgspec.Meta(min_length=1, max_length=64)], DetailValue]
+
+
+def worst(a: Status, b: Status) -> Status:
+    return a if STATUS_ORDER[a] >= STATUS_ORDER[b] else b
+
+
+class Intent(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    """A bounded window in which this instance's silence is expected."""
+
+    state: Literal["draining", "deploying"]
+    until: datetime
+
+
+class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One report from a service or probe: "I ran, here is how it went".
+
+    Its time is the stream entry ID (the Redis server's clock), never the publisher's.
+    """
+
+    v: int
+    service: ServiceName
+    interval_s: Annotated[float, msgspec.Meta(gt=0, le=31_536_000)]
+    ok: bool
+    #: Free text so newer kinds do not break older aggregators; unknown kinds are judged
+    #: by the perpetual rules.
+    kind: Annotated[str, msgspec.Meta(max_length=32)] = "perpetual"
+    instance: Annotated[str, msgspec.Meta(pattern=SERVICE_PATTERN)] | None = None
+    boot: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    n: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    status: SelfStatus | None = None
+    duration_ms: Annotated[float, msgspec.Meta(ge=0, le=1e12)] | None = None
+    error: Annotated[str, msgspec.Meta(max_length=ERROR_MAX_BYTES)] | None = None
+    details: Annotated[Details, msgspec.Meta(max_length=32)] | None = None
+    hint: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+    depends_on: Annotated[list[ServiceName], msgspec.Meta(max_length=32)] | None = None
+    phase: Literal["start", "end"] | None = None
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=31_536_000)] | None = None
+    goodbye: bool = False
+    intent: Intent | None = None
+
+
+class Transition(msgspec.Struct, frozen=True, kw_only=True):
+    """A change of a service's derived status, as automations consume it.
+
+    `id` is the idempotency key: the same change always carries the same id.
+    """
+
+    v: int = SCHEMA_VERSION
+    id: str
+    event: str
+    service: str
+    from_: Status = msgspec.field(name="from")
+    to: Status
+    at: str
+    at_ms: int
+    reason: str
+    incident: str | None = None
+    root_cause: str | None = None
+    suppressed: bool = False
+    silenced: bool = False
+    flapping: bool = False
+
+
+class InstanceView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    instance: str
+    status: Status
+    last_heartbeat: str
+    last_heartbeat_ms: int
+    last_duration_ms: float | None = None
+    error: str | None = None
+    reason: str | None = None
+
+
+class ServiceView(msgspec.Struct, frozen=True, kw_only=True):
+    """One service as the snapshot shows it (one field of the snapshot hash)."""
+
+    name: str
+    kind: str
+    status: Status
+    reason: str
+    since: str
+    last_heartbeat: str | None
+    last_heartbeat_ms: int | None
+    last_duration_ms: float | None = None
+    expected_interval_seconds: float | None = None
+    details: Details | None = None
+    error: str | None = None
+    hint: str | None = None
+    depends_on: list[str] | None = None
+    incident: str | None = None
+    flapping: bool = False
+    instances: list[InstanceView] = msgspec.field(default_factory=list)
+
+
+class Meta(msgspec.Struct, frozen=True, kw_only=True):
+    """The snapshot's `_meta` field: where the fold stands and how the bus is doing."""
+
+    v: int = SCHEMA_VERSION
+    seq: int
+    status: Status
+    #: The heartbeats stream id read up to: the committed cursor.
+    as_of: str
+    #: The id of the last entry written to the updates stream ("0-0" before the first).
+    update_id: str
+    #: Identifies this Redis dataset's lifetime; changes when Redis restarts empty.
+    gen: str
+    leader: str
+    epoch: int
+    updated_at: str
+    updated_at_ms: int
+    started_at: str
+    version: str
+    services: int = 0
+    counts: dict[str, int] = msgspec.field(default_factory=dict)
+    lag_ms: int = 0
+    buffer_s: float = 0.0
+    invalid: int = 0
+    blind_ms: int = 0
+
+
+class Update(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One updates-stream entry: what one commit changed, in commit order."""
+
+    v: int = SCHEMA_VERSION
+    seq: int
+    gen: str
+    status: Status
+    services: list[ServiceView] = msgspec.field(default_factory=list)
+    removed: list[str] = msgspec.field(default_factory=list)
+    transitions: list[Transition] = msgspec.field(default_factory=list)
+    #: Services whose only change is a fresher heartbeat: name -> last heartbeat (ms).
+    fresh: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+_encoder = msgspec.json.Encoder()
+encode = _encoder.encode
+
+_heartbeat_decoder = msgspec.json.Decoder(Heartbeat)
+_details_size_encoder = msgspec.json.Encoder()
+
+
+class _Probe(msgspec.Struct):
+    """Lenient reading of a rejected entry: its version and service, if any."""
+
+    v: Any = None
+    service: Any = None
+
+
+_probe_decoder = msgspec.json.Decoder(_Probe)
+
+
+def decode_heartbeat(raw: bytes) -> Heartbeat:
+    """Decode and validate one heartbeat, or raise InvalidMessage with a readable reason."""
+    if len(raw) > MESSAGE_MAX_BYTES:
+        raise InvalidMessage(
+            f"message is {len(raw)} bytes, over the {MESSAGE_MAX_BYTES}-byte limit",
+            _service_of(raw),
+        )
+    try:
+        hb = _heartbeat_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        probe = _probe(raw)
+        if probe is not None and isinstance(probe.v, int) and probe.v != SCHEMA_VERSION:
+            raise InvalidMessage(f"unknown major version v={probe.v}") from None
+        service = probe.service if probe is not None else None
+        raise InvalidMessage(f"invalid heartbeat: {exc}", _valid_name(service)) from None
+    if hb.v != SCHEMA_VERSION:
+        raise InvalidMessage(f"unknown major version v={hb.v}")
+    if hb.details and len(_details_size_encoder.encode(hb.details)) > DETAILS_MAX_BYTES:
+        raise InvalidMessage(
+            f"details are over {DETAILS_MAX_BYTES} bytes encoded; send fewer or shorter values",
+            hb.service,
+        )
+    return hb
+
+
+def _probe(raw: bytes) -> _Probe | None:
+    try:
+        return _probe_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+
+
+def _service_of(raw: bytes) -> str | None:
+    # Skipping unknown fields is cheap; past 1 MiB the name is not worth the parse.
+    probe = _probe(raw) if len(raw) <= 1 << 20 else None
+    return _valid_name(probe.service) if probe is not None else None
+
+
+_name_check = msgspec.json.Decoder(ServiceName)
+
+
+def _valid_name(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return _name_check.decode(encode(value))
+    except msgspec.ValidationError:
+        return None
+
+
+def iso_ms(ms: int) -> str:
+    """Milliseconds since the epoch as an ISO-8601 UTC string with millisecond precision."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def json_schemas() -> dict[str, Any]:
+    """The JSON Schema of every message, so any language can publish and consume."""
+    structs = {
+        "heartbeat": Heartbeat,
+        "transition": Transition,
+        "update": Update,
+        "service": ServiceView,
+        "meta": Meta,
+    }
+    return {name: msgspec.json.schema(struct) for name, struct in structs.items()}

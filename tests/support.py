@@ -1,0 +1,36 @@
+"""Helpers shared by the tests: waiting for conditions instead of sleeping."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import anyio
+
+T = TypeVar("T")
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[T]], timeout: float = 10.0, interval: float = 0.02
+) -> T:
+    """Poll `predicate` until it returns a truthy value; fail with the last value on timeout."""
+    deadline = time.monotonic() + timeout
+    value: T = await predicate()
+    while not value:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last value: {value!r})")
+        await anyio.sleep(interval)
+        value = await predicate()
+    return value
+
+
+def wait_until_sync(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02) -> T:
+    deadline = time.monotonic() + timeout
+    value = predicate()
+    while not value:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last value: {value!r})")
+        time.sleep(interval)
+        value = predicate()
+    return value

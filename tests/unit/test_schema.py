@@ -1,0 +1,74 @@
+import msgspec
+import pytest
+
+from healthbus.errors import InvalidMessage
+from healthbus.schema import Heartbeat, Transition, decode_heartbeat, encode, iso_ms, json_schemas
+
+
+def hb_json(**fields: object) -> bytes:
+    base: dict[str, object] = {"v": 1, "service": "svc", "interval_s": 60, "ok": True}
+    base.update(fields)
+    return encode(base)
+
+
+def test_minimal_heartbeat_decodes_with_defaults() -> None:
+    hb = decode_heartbeat(hb_json())
+    assert hb.kind == "perpetual" and hb.instance is None and hb.goodbye is False
+
+
+def test_unknown_fields_are_ignored() -> None:
+    assert decode_heartbeat(hb_json(future_field={"x": 1})).service == "svc"
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle", "service"),
+    [
+        (b"not json", "malformed", None),
+        (hb_json(interval_s="x"), "interval_s", "svc"),
+        (hb_json(interval_s=0), "interval_s", "svc"),
+        (hb_json(service="a\nb"), "service", None),
+        (hb_json(service="x" * 129), "service", None),
+        (hb_json(details={"k": "v" * 100_000}), "over", "svc"),
+        (hb_json(details={str(i): i for i in range(40)}), "details", "svc"),
+        (hb_json(details={"k": {"nested": 1}}), "details", "svc"),
+        (hb_json(error="e" * 2000), "error", "svc"),
+        (b'{"v":1,"service":"svc","interval_s":NaN,"ok":true}', "malformed", None),
+        (hb_json(interval_s=1e400), "interval_s", "svc"),
+        (b"\xff\xfe", "malformed", None),
+    ],
+)
+def test_invalid_heartbeats_are_rejected_with_reason(
+    raw: bytes, needle: str, service: str | None
+) -> None:
+    with pytest.raises(InvalidMessage) as info:
+        decode_heartbeat(raw)
+    assert needle in info.value.reason
+    assert info.value.service == service
+
+
+def test_unknown_major_version_names_no_service() -> None:
+    with pytest.raises(InvalidMessage) as info:
+        decode_heartbeat(hb_json(v=2))
+    assert "unknown major version v=2" in info.value.reason
+    assert info.value.service is None
+
+
+def test_transition_uses_from_on_the_wire() -> None:
+    t = Transition(
+        id="a:error:1", event="e", service="a", from_="healthy", to="error",
+        at=iso_ms(1), at_ms=1, reason="r",
+    )  # fmt: skip
+    assert b'"from":"healthy"' in encode(t)
+    assert msgspec.json.decode(encode(t), type=Transition) == t
+
+
+def test_iso_ms_is_utc_with_milliseconds() -> None:
+    assert iso_ms(1739829570120) == "2025-02-17T21:59:30.120Z"
+
+
+def test_every_message_has_a_json_schema() -> None:
+    schemas = json_schemas()
+    assert set(schemas) >= {"heartbeat", "transition", "update", "service", "meta"}
+    props = schemas["heartbeat"]["$defs"]["Heartbeat"]["properties"]
+    assert {"v", "service", "interval_s", "ok"} <= set(props)
+    assert Heartbeat.__struct_config__.frozen
