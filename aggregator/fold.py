@@ -81,7 +81,11 @@ class Folder:
                 pending.deferred.add(svc.name)
             else:
                 pending.fresh.add(svc.name)
-            svc.instances[key] = Instance(hb=hb, last_ms=at_ms, last_v=v)
+            fresh = Instance(hb=hb, last_ms=at_ms, last_v=v)
+            if inst is not None:
+                # Keep the last verdict, so that only a real change of it counts as urgent.
+                fresh.status, fresh.reason = inst.status, inst.reason
+            svc.instances[key] = fresh
         svc.kind, svc.interval_s, svc.last_v = hb.kind, hb.interval_s, v
         svc.departed_v = None
         if svc.invalid is not None:
