@@ -55,7 +55,7 @@ class Folder:
         self._advance(v)
         svc = state.services.get(hb.service)
         if svc is None:
-            svc = self._new_service(hb.service, hb.kind, at_ms)
+            svc = self._new_service(hb.service, hb.kind, at_ms, v)
         key = hb.instance or ""
         pending = state.pending
         pending.state.add(svc.name)
@@ -98,7 +98,7 @@ class Folder:
         state = self.state
         v = state.clock.to_v(at_ms)
         self._advance(v)
-        svc = state.services.get(service) or self._new_service(service, "perpetual", at_ms)
+        svc = state.services.get(service) or self._new_service(service, "perpetual", at_ms, v)
         if svc.invalid != reason:
             state.pending.urgent.add(svc.name)
         svc.invalid = reason
@@ -149,13 +149,14 @@ class Folder:
         if v > clock.now_v:
             clock.now_v = v
 
-    def _new_service(self, name: str, kind: str, at_ms: int) -> Service:
+    def _new_service(self, name: str, kind: str, at_ms: int, v: int) -> Service:
         if len(self.state.services) >= self.max_services:
             raise InvalidMessage(
                 f"already tracking max_services={self.max_services} services; "
                 "raise HEALTHBUS_MAX_SERVICES or split fleets into namespaces"
             )
-        svc = Service(name=name, kind=kind, since_ms=at_ms)
+        # last_v starts at the first sighting, so that the forget deadline is never in the past.
+        svc = Service(name=name, kind=kind, since_ms=at_ms, last_v=v)
         self.state.add(svc)
         self.state.pending.urgent.add(name)
         return svc
@@ -187,7 +188,7 @@ class Folder:
                 if at_v >= svc.departed_v + grace:
                     return self._leave(svc, at_v, "all instances stopped (goodbye)")
                 deadline = svc.departed_v + grace
-        if at_v - svc.last_v >= rules.forget_after_ms and svc.last_v:
+        if at_v - svc.last_v >= rules.forget_after_ms:
             return self._leave(svc, at_v, "silent for more than the forget period")
         forget_at = svc.last_v + rules.forget_after_ms
         deadline = forget_at if deadline is None else min(deadline, forget_at)

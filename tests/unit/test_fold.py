@@ -346,6 +346,23 @@ def test_repeated_rejects_raise_one_error() -> None:
     assert folder.state.services["svc"].reason == "worse"
 
 
+@pytest.mark.timeout(5)
+def test_reject_of_an_unseen_service_is_an_error_and_does_not_stall_expiry() -> None:
+    folder = new_folder()
+    assert summary(folder.reject("new", "bad", T0)) == [("error", "unknown", "error", 0)]
+    assert folder.expire(T0 + 60_000) == []
+    assert folder.next_deadline_ms() == T0 + Rules().forget_after_ms
+
+
+@pytest.mark.timeout(5)
+def test_a_goodbye_from_an_unseen_service_does_not_stall_expiry() -> None:
+    folder = new_folder()
+    folder.apply(hb("ghost", goodbye=True), T0)
+    folder.expire(T0 + 600_000)
+    assert "ghost" not in folder.state.services
+    assert folder.next_deadline_ms() is None
+
+
 # -- limits ----------------------------------------------------------------------------
 
 
