@@ -176,7 +176,10 @@ class Folder:
             if STATUS_ORDER[inst_status] > STATUS_ORDER[status] or reason == "no live instance":
                 status = inst_status
                 reason = f"instance {key}: {inst_reason}" if many and key else inst_reason
-            deadline = inst_deadline if deadline is None else min(deadline, inst_deadline)
+            if inst_deadline > at_v:
+                # Past the forget age an instance's age rule has no further deadline (and a
+                # deadline not after `at_v` would make expire() fold it again forever).
+                deadline = inst_deadline if deadline is None else min(deadline, inst_deadline)
         if svc.invalid is not None:
             status, reason = "error", svc.invalid
         elif not svc.instances:

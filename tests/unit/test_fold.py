@@ -448,6 +448,18 @@ def test_long_silent_services_are_forgotten() -> None:
     assert committed(folder).removed == {"svc"}
 
 
+@pytest.mark.timeout(5)
+def test_a_dead_instance_beside_a_live_one_does_not_stall_expiry() -> None:
+    folder = new_folder(Rules(forget_after_ms=60_000))
+    folder.apply(hb(instance="a"), T0)
+    for i in range(0, 90):
+        folder.apply(hb(instance="b"), T0 + i * 1_000)
+        folder.expire(T0 + i * 1_000 + 500)
+    svc = folder.state.services["svc"]
+    assert svc.status == "error"
+    assert svc.deadline_v is not None and svc.deadline_v > folder.state.clock.now_v
+
+
 # -- what the next commit owes ---------------------------------------------------------
 
 
