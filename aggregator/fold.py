@@ -49,10 +49,18 @@ class Folder:
     # -- inputs -----------------------------------------------------------------------
 
     def apply(self, hb: Heartbeat, at_ms: int) -> list[Transition]:
-        """Fold one valid heartbeat whose stream entry time is `at_ms`."""
+        """Fold one valid heartbeat whose stream entry time is `at_ms`.
+
+        Deadlines up to `at_ms` are folded first (their transitions come first), so the
+        result does not depend on how the runner batches its reads and expire calls.
+        """
         state = self.state
+        if hb.service not in state.services:
+            self._check_room()
         v = state.clock.to_v(at_ms)
-        self._advance(v)
+        out = self._expire_to(v)
+        # Judge at the watermark: an entry may be a few ms behind an extrapolated `now`.
+        now = state.clock.now_v
         svc = state.services.get(hb.service)
         if svc is None:
             svc = self._new_service(hb.service, hb.kind, at_ms, v)
@@ -64,7 +72,7 @@ class Folder:
                 pending.urgent.add(svc.name)
             if not svc.instances:
                 svc.departed_v = v
-            return self._rejudge(svc, v)
+            return out + self._rejudge(svc, now)
         inst = svc.instances.get(key)
         if hb.phase == "start":
             timeout_ms = int((hb.timeout_s or hb.interval_s) * 1000)
@@ -91,39 +99,28 @@ class Folder:
         if svc.invalid is not None:
             svc.invalid = None
             pending.urgent.add(svc.name)
-        return self._rejudge(svc, v)
+        return out + self._rejudge(svc, now)
 
     def reject(self, service: str, reason: str, at_ms: int) -> list[Transition]:
         """A malformed entry named this (valid) service: its publisher is broken."""
         state = self.state
+        if service not in state.services:
+            self._check_room()
         v = state.clock.to_v(at_ms)
-        self._advance(v)
+        out = self._expire_to(v)
         svc = state.services.get(service) or self._new_service(service, "perpetual", at_ms, v)
         if svc.invalid != reason:
             state.pending.urgent.add(svc.name)
         svc.invalid = reason
         state.pending.state.add(svc.name)
-        return self._rejudge(svc, v)
+        return out + self._rejudge(svc, state.clock.now_v)
 
     def expire(self, now_ms: int) -> list[Transition]:
         """Advance the watermark to `now_ms` and fold every deadline passed on the way.
 
         A transition caused by silence is stamped at its deadline, not when noticed.
         """
-        state = self.state
-        target = state.clock.to_v(now_ms)
-        out: list[Transition] = []
-        while True:
-            due = state.due(target)
-            if not due:
-                break
-            for svc in due:
-                at = svc.deadline_v
-                assert at is not None
-                self._advance(at)
-                out.extend(self._rejudge(svc, at))
-        self._advance(target)
-        return out
+        return self._expire_to(self.state.clock.to_v(now_ms))
 
     def grant(self, blind_from_ms: int, blind_to_ms: int) -> int:
         """Declare [from, to) blind (Redis unreachable, or entries trimmed unread).
@@ -144,17 +141,37 @@ class Folder:
 
     # -- internals --------------------------------------------------------------------
 
+    def _expire_to(self, target: int) -> list[Transition]:
+        """Fold every deadline up to virtual time `target`, then advance the watermark."""
+        state = self.state
+        out: list[Transition] = []
+        while True:
+            due = state.due(target)
+            if not due:
+                break
+            for svc in due:
+                at = svc.deadline_v
+                assert at is not None
+                self._advance(at)
+                out.extend(self._rejudge(svc, at))
+        self._advance(target)
+        return out
+
     def _advance(self, v: int) -> None:
         clock = self.state.clock
         if v > clock.now_v:
             clock.now_v = v
 
-    def _new_service(self, name: str, kind: str, at_ms: int, v: int) -> Service:
+    def _check_room(self) -> None:
+        """Refuse a new name past max_services (before anything changes)."""
         if len(self.state.services) >= self.max_services:
             raise InvalidMessage(
                 f"already tracking max_services={self.max_services} services; "
                 "raise HEALTHBUS_MAX_SERVICES or split fleets into namespaces"
             )
+
+    def _new_service(self, name: str, kind: str, at_ms: int, v: int) -> Service:
+        self._check_room()
         # last_v starts at the first sighting, so that the forget deadline is never in the past.
         svc = Service(name=name, kind=kind, since_ms=at_ms, last_v=v)
         self.state.add(svc)

@@ -460,6 +460,53 @@ def test_a_dead_instance_beside_a_live_one_does_not_stall_expiry() -> None:
     assert svc.deadline_v is not None and svc.deadline_v > folder.state.clock.now_v
 
 
+# -- the watermark ---------------------------------------------------------------------
+
+
+def test_an_entry_behind_the_watermark_does_not_undo_an_expiry() -> None:
+    # Once caught up, `now` is extrapolated from Redis TIME and may run a few ms ahead of
+    # the next entry's id: that entry must not roll a sibling's expiry back.
+    folder = new_folder()
+    folder.apply(hb(instance="a"), T0)
+    folder.apply(hb(instance="b"), T0)
+    folder.apply(hb(instance="a"), T0 + 1_500)
+    assert summary(folder.expire(T0 + 2_005)) == [("degraded", "healthy", "degraded", 2_001)]
+    assert folder.apply(hb(instance="a"), T0 + 1_999) == []
+    assert folder.expire(T0 + 2_010) == []
+    assert folder.state.clock.now_v == T0 + 2_010
+
+
+def test_a_late_heartbeat_still_reports_the_silence_before_it() -> None:
+    # A backlog read in one batch: no expire between the two heartbeats.
+    folder = new_folder()
+    folder.apply(hb(interval_s=1), T0)
+    assert summary(folder.apply(hb(interval_s=1), T0 + 6_000)) == [
+        ("degraded", "healthy", "degraded", 2_001),
+        ("error", "degraded", "error", 5_001),
+        ("recovered", "error", "healthy", 6_000),
+    ]
+
+
+def test_an_entry_folds_the_deadlines_its_time_passes() -> None:
+    folder = new_folder()
+    folder.apply(hb("a", interval_s=1), T0)
+    transitions = folder.apply(hb("b", interval_s=1), T0 + 3_000)
+    assert [(t.service, t.to, t.at_ms - T0) for t in transitions] == [
+        ("a", "degraded", 2_001),
+        ("b", "healthy", 3_000),
+    ]
+    assert folder.reject("b", "bad", T0 + 6_000)[0].service == "a"
+
+
+def test_an_entry_refused_for_max_services_changes_nothing() -> None:
+    folder = new_folder(max_services=1)
+    folder.apply(hb("a", interval_s=1), T0)
+    with pytest.raises(InvalidMessage):
+        folder.apply(hb("b"), T0 + 3_000)
+    assert folder.state.clock.now_v == T0
+    assert summary(folder.expire(T0 + 3_000)) == [("degraded", "healthy", "degraded", 2_001)]
+
+
 # -- what the next commit owes ---------------------------------------------------------
 
 
