@@ -1,0 +1,164 @@
+"""Browser fixtures: Debian's chromium driven by Playwright, and servers in threads.
+
+No browser is ever downloaded. When /usr/bin/chromium is missing, a root user with apt gets it
+installed once per session (bounded in time); anyone else gets a skip that says what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from healthbus.embedded import free_port
+from tests.support import wait_until_sync
+
+CHROMIUM = Path(os.environ.get("HEALTHBUS_CHROMIUM", "/usr/bin/chromium"))
+#: Bounds `apt-get update` and `apt-get install` together.
+INSTALL_TIMEOUT_S = 420
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def _install_chromium() -> str | None:
+    """Install Debian's chromium; return why it could not be, or None."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "not running as root, so it cannot be installed here"
+    if shutil.which("apt-get") is None:
+        return "apt-get is not available to install it"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        for command in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "chromium"],
+        ):
+            done = subprocess.run(
+                command, env=env, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S
+            )
+            if done.returncode != 0:
+                return f"`{' '.join(command)}` failed: {done.stderr.strip()[-500:]}"
+    except subprocess.TimeoutExpired as exc:
+        return f"`{' '.join(map(str, exc.cmd))}` took over {INSTALL_TIMEOUT_S} s"
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The path of a chromium binary, installed if missing and possible, else a skip."""
+    if not CHROMIUM.exists():
+        why = _install_chromium()
+        if not CHROMIUM.exists():
+            pytest.skip(
+                f"browser tests need Debian's chromium at {CHROMIUM} (or HEALTHBUS_CHROMIUM): "
+                f"{why or 'apt-get installed no such file'}; run `apt-get install -y chromium`"
+            )
+    return str(CHROMIUM)
+
+
+@pytest.fixture(scope="session")
+def browser(chromium: str) -> Iterator[Any]:
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="browser tests need `pip install playwright` (no browser)"
+    )
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Page:
+    """A fresh page that records dialogs and uncaught errors, so a test can assert on both."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        page.on("dialog", self._dialog)
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    yield Page(context.new_page())
+    context.close()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+class ServerThread:
+    """A uvicorn server on a free loopback port, in a thread of its own."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=1
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        wait_until_sync(lambda: self.server.started or not self.thread.is_alive())
+        assert self.server.started, "uvicorn did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+class AsyncThread:
+    """Runs one coroutine in an event loop of its own thread; cancels it on exit."""
+
+    def __init__(self, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self.main = main
+        self.loop = asyncio.new_event_loop()
+        self.task: asyncio.Task[None] | None = None
+        self.thread = threading.Thread(target=self._run, name="async", daemon=True)
+
+    def _run(self) -> None:
+        self.task = self.loop.create_task(self.main())
+        try:
+            self.loop.run_until_complete(self.task)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.loop.close()
+
+    def __enter__(self) -> AsyncThread:
+        self.thread.start()
+        wait_until_sync(lambda: self.task is not None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.thread.is_alive() and self.task is not None:
+            self.loop.call_soon_threadsafe(self.task.cancel)
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive(), "the coroutine did not stop when cancelled"
