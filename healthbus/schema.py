@@ -18,6 +18,7 @@ __all__ = [
     "DETAILS_MAX_BYTES",
     "ERROR_MAX_BYTES",
     "MESSAGE_MAX_BYTES",
+    "RESERVED_NAMES",
     "SCHEMA_VERSION",
     "SERVICE_PATTERN",
     "STATUS_ORDER",
@@ -44,6 +45,8 @@ SERVICE_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,128}$"
 ERROR_MAX_BYTES: Final = 1024
 DETAILS_MAX_BYTES: Final = 2048
 MESSAGE_MAX_BYTES: Final = 8192
+#: Field names of the snapshot and state hashes that are not services.
+RESERVED_NAMES: Final = frozenset({"_meta", "_fold"})
 
 Status = Literal["unknown", "healthy", "degraded", "error"]
 SelfStatus = Literal["healthy", "degraded", "error"]
@@ -222,6 +225,8 @@ def decode_heartbeat(raw: bytes) -> Heartbeat:
         raise InvalidMessage(f"invalid heartbeat: {exc}", _valid_name(service)) from None
     if hb.v != SCHEMA_VERSION:
         raise InvalidMessage(f"unknown major version v={hb.v}")
+    if hb.service in RESERVED_NAMES:
+        raise InvalidMessage(f"service name {hb.service!r} is reserved; choose another name")
     if hb.details and len(_details_size_encoder.encode(hb.details)) > DETAILS_MAX_BYTES:
         raise InvalidMessage(
             f"details are over {DETAILS_MAX_BYTES} bytes encoded; send fewer or shorter values",

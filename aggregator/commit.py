@@ -1,0 +1,148 @@
+"""Turning what the fold changed into commit parts, and a part into the script's ARGV.
+
+A part holds at most MAX_SERVICES services or about MAX_BYTES; each service's transitions
+travel in the same part as its state, so a crash between parts never loses or repeats one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from aggregator.fold import view
+from aggregator.state import FoldState
+from healthbus.schema import Transition, encode
+
+__all__ = ["MAX_BYTES", "MAX_SERVICES", "DeadLetter", "Part", "build_parts", "commit_args"]
+
+MAX_SERVICES: Final = 1000
+MAX_BYTES: Final = 512 * 1024
+DEADLETTER_FIELD_BYTES: Final = 1024
+DEADLETTER_MAX_FIELDS: Final = 16
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    id: str
+    reason: str
+    fields: dict[bytes, bytes]
+
+    def flat(self) -> list[bytes | str]:
+        out: list[bytes | str] = ["reason", self.reason, "id", self.id]
+        for name, value in list(self.fields.items())[:DEADLETTER_MAX_FIELDS]:
+            out += [b"f:" + name[:128], value[:DEADLETTER_FIELD_BYTES]]
+            out += [b"len:" + name[:128], str(len(value))]
+        return out
+
+
+@dataclass(slots=True)
+class Part:
+    """One commit: rows to write, the transitions they caused, and what subscribers see."""
+
+    names: set[str] = field(default_factory=set)
+    views: dict[str, bytes] = field(default_factory=dict)
+    state: dict[str, bytes] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+    fresh: dict[str, int] = field(default_factory=dict)
+    published: list[bytes] = field(default_factory=list)
+    deadletters: list[DeadLetter] = field(default_factory=list)
+    size: int = 0
+
+    @property
+    def publishes(self) -> bool:
+        """Whether this part changes what subscribers see (an updates entry, a seq bump)."""
+        return bool(self.published or self.removed or self.transitions or self.fresh)
+
+
+def build_parts(
+    state: FoldState,
+    transitions: Iterable[Transition],
+    *,
+    flush: bool,
+    deadletters: Iterable[DeadLetter] = (),
+) -> list[Part]:
+    """Drain the fold's pending changes into parts. Deferred and fresh views wait for `flush`."""
+    pending = state.pending
+    transitions = list(transitions)
+    names = pending.state | pending.urgent | pending.removed | {t.service for t in transitions}
+    if flush:
+        names |= pending.deferred | pending.fresh
+    parts = [Part(deadletters=list(deadletters))]
+    for name in sorted(names):
+        part = parts[-1]
+        if len(part.names) >= MAX_SERVICES or part.size >= MAX_BYTES:
+            part = Part()
+            parts.append(part)
+        part.names.add(name)
+        svc = state.services.get(name)
+        if svc is None:
+            part.removed.append(name)
+            continue
+        row = encode(svc)
+        part.state[name] = row
+        part.size += len(row)
+        if name in pending.urgent or (flush and name in pending.deferred):
+            rendered = encode(view(svc))
+            part.views[name] = rendered
+            part.published.append(rendered)
+            part.size += 2 * len(rendered)
+        elif flush and name in pending.fresh:
+            rendered = encode(view(svc))
+            part.views[name] = rendered
+            if svc.instances:
+                part.fresh[name] = max(i.last_ms for i in svc.instances.values())
+    for part in parts:
+        # In fold order, each with its service's part.
+        part.transitions = [t for t in transitions if t.service in part.names]
+    pending.state.clear()
+    pending.urgent.clear()
+    pending.removed.clear()
+    if flush:
+        # Otherwise their state is written now and their views go out with the next flush.
+        pending.deferred.clear()
+        pending.fresh.clear()
+    return parts
+
+
+def commit_args(
+    token: str,
+    expect_meta: bool,
+    meta: bytes,
+    update: bytes | None,
+    part: Part,
+    *,
+    transitions_maxlen: int,
+    updates_maxlen: int,
+    updates_minid: str,
+    heartbeats_minid: str | None,
+    deadletters_maxlen: int,
+) -> list[bytes | str | int]:
+    args: list[bytes | str | int] = [
+        token,
+        "1" if expect_meta else "0",
+        meta,
+        update or b"",
+        transitions_maxlen,
+        updates_maxlen,
+        updates_minid,
+        heartbeats_minid or "",
+        deadletters_maxlen,
+        len(part.views),
+    ]
+    for name, rendered in part.views.items():
+        args += [name, rendered]
+    args.append(len(part.removed))
+    args += part.removed
+    args.append(len(part.state))
+    for name, row in part.state.items():
+        args += [name, row]
+    args.append(len(part.transitions))
+    args += [encode(t) for t in part.transitions]
+    args.append(len(part.deadletters))
+    for dead in part.deadletters:
+        flat = dead.flat()
+        args.append(len(flat) // 2)
+        args += flat
+    return args

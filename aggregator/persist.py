@@ -1,0 +1,37 @@
+"""Loading the fold's committed state back: what a new leader starts from."""
+
+from __future__ import annotations
+
+import msgspec
+
+from aggregator.state import Clock, FoldState, Service
+from healthbus.schema import RESERVED_NAMES, Meta
+
+__all__ = ["CLOCK_FIELD", "decode_meta", "load_state"]
+
+CLOCK_FIELD = "_fold"
+
+_service_decoder = msgspec.json.Decoder(Service)
+_clock_decoder = msgspec.json.Decoder(Clock)
+_meta_decoder = msgspec.json.Decoder(Meta)
+
+
+def decode_meta(raw: bytes | None) -> Meta | None:
+    return None if raw is None else _meta_decoder.decode(raw)
+
+
+def load_state(rows: dict[bytes, bytes]) -> FoldState:
+    """Rebuild a FoldState from the `state` hash, deadlines included."""
+    state = FoldState()
+    clock_raw = rows.get(CLOCK_FIELD.encode())
+    if clock_raw is not None:
+        state.clock = _clock_decoder.decode(clock_raw)
+    for name, raw in rows.items():
+        if name.decode() in RESERVED_NAMES:
+            continue
+        svc = _service_decoder.decode(raw)
+        deadline = svc.deadline_v
+        svc.deadline_v = None
+        state.add(svc)
+        state.schedule(svc, deadline)
+    return state

@@ -1,0 +1,418 @@
+"""The aggregator's runner: reads heartbeats from the committed cursor, folds, commits.
+
+It only moves bytes: the judgement is the fold's. One runner leads at a time (a lease with a
+fencing epoch); the others wait as hot standbys. Commits follow the reads: when idle, a
+heartbeat is committed at once; under load many share one commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any, Final
+
+import anyio
+import redis.asyncio as aioredis
+
+from aggregator import scripts
+from aggregator.commit import MAX_BYTES, MAX_SERVICES, DeadLetter, Part, build_parts, commit_args
+from aggregator.fold import Folder, worst_status
+from aggregator.persist import CLOCK_FIELD, decode_meta, load_state
+from aggregator.rules import Rules
+from aggregator.state import FoldState
+from healthbus import __version__
+from healthbus.config import Config
+from healthbus.connection import CONNECTION_ERRORS, Backoff, connect
+from healthbus.errors import InvalidMessage, NotLeader
+from healthbus.schema import Meta, Transition, decode_heartbeat, encode, iso_ms
+
+__all__ = ["Aggregator"]
+
+log = logging.getLogger("healthbus.aggregator")
+
+TICK_S: Final = 1.0
+MAX_BLOCK_MS: Final = 1000
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def _ms(stream_id: bytes | str) -> int:
+    raw = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
+    return int(raw.split("-", 1)[0])
+
+
+def _id_key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class Aggregator:
+    """One aggregator process. `await run()` until cancelled."""
+
+    def __init__(self, config: Config, *, name: str | None = None) -> None:
+        self.config = config
+        self.keys = config.keys
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.rules = Rules(
+            degraded_after=config.degraded_after,
+            error_after=config.error_after,
+            forget_after_ms=int(config.forget_after_s * 1000),
+        )
+        self.started_ms = int(time.time() * 1000)
+        # Leadership and the committed position; kept across reconnects, dropped on takeover.
+        self.token = ""
+        self.epoch = 0
+        self.folder: Folder | None = None
+        self.gen = ""
+        self.cursor = "0-0"
+        self.seq = 0
+        self.update_id = "0-0"
+        self.invalid = 0
+        self.committed_meta = False
+        #: The fold holds changes not yet committed: after a failed commit, reload from Redis.
+        self.dirty = False
+        # Redis server time, extrapolated between samples with the monotonic clock.
+        self._time_base = (0, 0.0)
+        self._blind_since_ms: int | None = None
+        self._lag_ms = 0
+        self._buffer_s = 0.0
+        self.is_leader = anyio.Event()
+
+    # -- the loop ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        assert self.config.redis_url, "the aggregator needs a Redis URL"
+        backoff = Backoff()
+        client = connect(self.config.redis_url, block_ms=MAX_BLOCK_MS, name="healthbus-aggregator")
+        try:
+            self._commit_script = client.register_script(scripts.COMMIT)
+            self._acquire_script = client.register_script(scripts.ACQUIRE)
+            self._renew_script = client.register_script(scripts.RENEW)
+            self._release_script = client.register_script(scripts.RELEASE)
+            while True:
+                try:
+                    if await self._try_lead(client):
+                        backoff.reset()
+                        await self._lead(client)
+                    else:
+                        await anyio.sleep(min(1.0, self.config.lease_ttl_s / 5))
+                except NotLeader:
+                    log.warning("lost the leader lease; standing by")
+                    self._drop_leadership()
+                except CONNECTION_ERRORS as exc:
+                    if self._blind_since_ms is None and self.folder is not None:
+                        clock = self.folder.state.clock
+                        self._blind_since_ms = clock.to_wall(clock.now_v)
+                    log.warning("Redis unavailable (%s); retrying", exc)
+                    await anyio.sleep(backoff.next_delay())
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._step_down(client)
+                await client.aclose()
+
+    async def _try_lead(self, client: aioredis.Redis) -> bool:
+        if self.token:
+            if await self._renew_script(keys=[self.keys.leader], args=[self.token, self._ttl_ms]):
+                return True
+            self._drop_leadership()
+        token = f"{self.name}:{uuid.uuid4().hex[:12]}"
+        epoch = int(
+            await self._acquire_script(
+                keys=[self.keys.leader, self.keys.epoch], args=[token, self._ttl_ms]
+            )
+        )
+        if not epoch:
+            return False
+        self.token, self.epoch = token, epoch
+        log.info("leading namespace %s as epoch %d", self.keys.namespace, epoch)
+        return True
+
+    async def _lead(self, client: aioredis.Redis) -> None:
+        await self._sample_time(client)
+        await self._load(client)
+        folder = self.folder
+        assert folder is not None
+        if self._blind_since_ms is not None:
+            granted = folder.grant(self._blind_since_ms, self._redis_now())
+            log.info("granted %d ms of blind time after a Redis outage", granted)
+            self._blind_since_ms = None
+        self.is_leader.set()
+        next_tick = 0.0
+        while True:
+            if time.monotonic() >= next_tick:
+                await self._tick(client)
+                next_tick = time.monotonic() + self._tick_s
+            block = MAX_BLOCK_MS
+            deadline = folder.next_deadline_ms()
+            if deadline is not None:
+                block = min(block, max(1, deadline - self._redis_now()))
+            block = int(min(block, max(1.0, (next_tick - time.monotonic()) * 1000)))
+            # Redis time no later than the read: entries added after it are not behind `now`.
+            sent_ms = self._redis_now()
+            reply: Any = await client.xread(
+                {self.keys.heartbeats: self.cursor}, count=self.config.read_count, block=block
+            )
+            entries: Sequence[Entry] = reply[0][1] if reply else ()
+            await self._fold_entries(client, entries, sent_ms, block)
+
+    # -- folding and committing -------------------------------------------------------
+
+    async def _fold_entries(
+        self, client: aioredis.Redis, entries: Sequence[Entry], sent_ms: int, block_ms: int
+    ) -> None:
+        folder = self.folder
+        assert folder is not None
+        self.dirty = True
+        transitions: list[Transition] = []
+        dead: list[DeadLetter] = []
+        size = 0
+        for i, (raw_id, fields) in enumerate(entries):
+            entry_id = raw_id.decode()
+            at_ms = _ms(entry_id)
+            raw = fields.get(b"m")
+            try:
+                if raw is None:
+                    raise InvalidMessage("entry has no field 'm'")
+                transitions += folder.apply(decode_heartbeat(raw), at_ms)
+            except InvalidMessage as exc:
+                self.invalid += 1
+                dead.append(DeadLetter(entry_id, exc.reason, fields))
+                if exc.service is not None:
+                    transitions += folder.reject(exc.service, exc.reason, at_ms)
+            size += len(raw or b"")
+            last = i == len(entries) - 1
+            if last or len(folder.state.pending.state) >= MAX_SERVICES or size >= MAX_BYTES // 2:
+                now = self._watermark(entries, at_ms, sent_ms) if last else at_ms
+                transitions += folder.expire(now)
+                await self._commit_parts(client, transitions, dead, cursor=entry_id)
+                transitions, dead, size = [], [], 0
+        if not entries:
+            # The read waited `block_ms` and nothing came: Redis time passed at least that far.
+            expired = folder.expire(sent_ms + block_ms)
+            if expired or folder.state.pending.urgent:
+                await self._commit_parts(client, expired, [], cursor=self.cursor)
+
+    def _watermark(self, entries: Sequence[Entry], last_ms: int, sent_ms: int) -> int:
+        """While a backlog remains, the time of the last entry read; once caught up, the
+        Redis time when the read was sent (never ahead of an entry still unread)."""
+        if len(entries) >= self.config.read_count:
+            self._lag_ms = max(0, self._redis_now() - last_ms)
+            return last_ms
+        self._lag_ms = 0
+        return max(last_ms, sent_ms)
+
+    async def _tick(self, client: aioredis.Redis) -> None:
+        """Once a second: lease, clock, gap check, freshness flush and the `_meta` refresh.
+
+        It folds no deadlines: only a read knows how far Redis time has safely passed.
+        """
+        if not await self._renew_script(keys=[self.keys.leader], args=[self.token, self._ttl_ms]):
+            raise NotLeader("the lease expired before it was renewed")
+        await self._sample_time(client)
+        await self._check_stream(client)
+        folder = self.folder
+        assert folder is not None
+        self.dirty = True
+        await self._commit_parts(client, [], [], cursor=self.cursor, flush=True)
+
+    async def _check_stream(self, client: aioredis.Redis) -> None:
+        """Measure the buffer; detect entries trimmed past the cursor before they were read."""
+        try:
+            info: Any = await client.xinfo_stream(self.keys.heartbeats)
+        except aioredis.ResponseError:
+            self._buffer_s = 0.0
+            return
+        first, last = info.get(b"first-entry"), info.get(b"last-entry")
+        if not first or not last:
+            self._buffer_s = 0.0
+            return
+        first_id = first[0].decode()
+        self._buffer_s = (_ms(last[0]) - _ms(first_id)) / 1000
+        if self.cursor != "0-0" and _id_key(first_id) > _id_key(self.cursor):
+            assert self.folder is not None
+            lost_from, lost_to = _ms(self.cursor), _ms(first_id)
+            granted = self.folder.grant(lost_from, lost_to)
+            log.warning(
+                "heartbeats between %s and %s were trimmed before they were read; "
+                "%d ms counted as blind",
+                self.cursor,
+                first_id,
+                granted,
+            )
+
+    async def _commit_parts(
+        self,
+        client: aioredis.Redis,
+        transitions: list[Transition],
+        dead: list[DeadLetter],
+        *,
+        cursor: str,
+        flush: bool = False,
+    ) -> None:
+        folder = self.folder
+        assert folder is not None
+        parts = build_parts(folder.state, transitions, flush=flush, deadletters=dead)
+        # The clock and the cursor go with the last part, after every service's own part.
+        parts[-1].state[CLOCK_FIELD] = encode(folder.state.clock)
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            await self._commit(client, part, cursor if last else self.cursor, trim=flush and last)
+        self.dirty = False
+
+    async def _commit(self, client: aioredis.Redis, part: Part, cursor: str, trim: bool) -> None:
+        folder = self.folder
+        assert folder is not None
+        state = folder.state
+        status = worst_status(state.counts.items())
+        seq = self.seq + 1 if part.publishes else self.seq
+        update = self._render_update(part, seq, status) if part.publishes else None
+        now = self._redis_now()
+        meta = Meta(
+            seq=seq,
+            status=status,
+            as_of=cursor,
+            update_id=self.update_id,
+            gen=self.gen,
+            leader=self.name,
+            epoch=self.epoch,
+            updated_at=iso_ms(now),
+            updated_at_ms=now,
+            started_at=iso_ms(self.started_ms),
+            version=__version__,
+            services=len(state.services),
+            counts={k: v for k, v in state.counts.items() if v},
+            lag_ms=self._lag_ms,
+            buffer_s=self._buffer_s,
+            invalid=self.invalid,
+            blind_ms=state.clock.offset_ms,
+        )
+        window_ms = int(self.config.replay_window_s * 1000)
+        trim_id: str | None = None
+        if trim and cursor != "0-0":
+            trim_id = min(cursor, f"{now - window_ms}-0", key=_id_key)
+        args = commit_args(
+            self.token,
+            self.committed_meta,
+            encode(meta),
+            update,
+            part,
+            transitions_maxlen=self.config.transitions_maxlen,
+            updates_maxlen=self.config.updates_maxlen,
+            updates_minid=f"{now - int(self.config.updates_retention_s * 1000)}-0",
+            heartbeats_minid=trim_id,
+            deadletters_maxlen=self.config.deadletters_maxlen,
+        )
+        k = self.keys
+        reply: list[Any] = await self._commit_script(
+            keys=[k.leader, k.snapshot, k.state, k.transitions, k.updates, k.heartbeats,
+                  k.deadletters],
+            args=args,
+        )  # fmt: skip
+        verdict = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+        if verdict == "NOTLEADER":
+            raise NotLeader("another aggregator holds the lease")
+        if verdict == "RESET":
+            self._start_new_dataset()
+            raise NotLeader("Redis lost the committed state (restarted empty); rewriting it")
+        self.committed_meta = True
+        self.cursor = cursor
+        self.seq = seq
+        if reply[1]:
+            self.update_id = reply[1].decode()
+
+    def _render_update(self, part: Part, seq: int, status: str) -> bytes:
+        # The views are already encoded for the hash: splice them rather than encode twice.
+        return b"".join(
+            (
+                b'{"v":1,"seq":',
+                str(seq).encode(),
+                b',"gen":',
+                encode(self.gen),
+                b',"status":',
+                encode(status),
+                b',"services":[',
+                b",".join(part.published),
+                b'],"removed":',
+                encode(part.removed),
+                b',"transitions":',
+                encode(part.transitions),
+                b',"fresh":',
+                encode(part.fresh),
+                b"}",
+            )
+        )
+
+    # -- leadership and state ---------------------------------------------------------
+
+    async def _load(self, client: aioredis.Redis) -> None:
+        """Start from what Redis holds, unless our own memory is exactly that or newer."""
+        raw_meta: Any = await client.hget(self.keys.snapshot, "_meta")
+        meta = decode_meta(raw_meta)
+        if meta is None:
+            if self.folder is None:
+                self.folder = self._new_folder(FoldState())
+                self._start_new_dataset()
+            elif self.committed_meta:
+                # Redis restarted empty under us: keep what we know and write it all again.
+                self._start_new_dataset()
+            return
+        mine = (self.gen, self.seq, self.cursor)
+        if self.folder is not None and not self.dirty and (meta.gen, meta.seq, meta.as_of) == mine:
+            return
+        rows: Any = await client.hgetall(self.keys.state)
+        self.folder = self._new_folder(load_state(rows))
+        self.gen, self.seq, self.cursor = meta.gen, meta.seq, meta.as_of
+        self.update_id, self.invalid = meta.update_id, meta.invalid
+        self.committed_meta = True
+        self._blind_since_ms = None
+        log.info("loaded %d services from %s", len(self.folder.state.services), meta.as_of)
+
+    def _new_folder(self, state: FoldState) -> Folder:
+        return Folder(state, self.rules, max_services=self.config.max_services)
+
+    def _start_new_dataset(self) -> None:
+        """A new generation: everything we hold is written again, the stream read from 0."""
+        self.gen = uuid.uuid4().hex[:12]
+        self.cursor = "0-0"
+        self.update_id = "0-0"
+        self.committed_meta = False
+        if self.folder is not None:
+            pending = self.folder.state.pending
+            pending.urgent |= set(self.folder.state.services)
+            pending.state |= set(self.folder.state.services)
+
+    def _drop_leadership(self) -> None:
+        self.token = ""
+        self.is_leader = anyio.Event()
+
+    async def _step_down(self, client: aioredis.Redis) -> None:
+        if not self.token:
+            return
+        try:
+            with anyio.fail_after(2):
+                await self._release_script(keys=[self.keys.leader], args=[self.token])
+        except CONNECTION_ERRORS:
+            log.info("could not release the lease; it expires by itself")
+        self._drop_leadership()
+
+    # -- time ---------------------------------------------------------------------------
+
+    @property
+    def _tick_s(self) -> float:
+        """Renew the lease well within its TTL; refresh `_meta` at least once a second."""
+        return min(TICK_S, self.config.lease_ttl_s / 3)
+
+    @property
+    def _ttl_ms(self) -> int:
+        return int(self.config.lease_ttl_s * 1000)
+
+    async def _sample_time(self, client: aioredis.Redis) -> None:
+        seconds, micros = await client.time()
+        self._time_base = (int(seconds) * 1000 + int(micros) // 1000, time.monotonic())
+
+    def _redis_now(self) -> int:
+        base_ms, at = self._time_base
+        return base_ms + int((time.monotonic() - at) * 1000)
