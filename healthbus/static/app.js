@@ -10,21 +10,24 @@ const STALE_MS = 10_000; // the bus is stale when _meta.updated_at is older (as 
 const MAX_ROWS = 200; // per group; filter to see the rest
 const MAX_TRANSITIONS = 50;
 const SPARK_POINTS = 30;
+const PULSE_MS = 4000; // below STALE_MS, so a quiet but healthy bus never looks stale
 
 const state = {
   services: new Map(), // name -> ServiceView
   status: "unknown",
   meta: null,
-  counts: null, // the snapshot's counts, used when it was truncated
-  truncated: false,
+  counts: null, // by status, of all services (the listed ones may be fewer)
+  truncated: false, // a large fleet: not every service is listed
+  total: 0, // services in all, listed or not
   transitions: [], // newest first
+  transitionsChanged: true,
   live: false, // a snapshot arrived on the open stream
   offset: null, // server clock minus this browser's clock, ms
   busSeenMs: null, // server time at which the aggregator was last known alive
 };
 const durations = new Map(); // name -> {at: last_heartbeat_ms, values: [ms…]}, this page's life
 const cards = new Map(); // name -> {svc, node}: rebuilt only when the service changed
-const openInstances = new Set();
+const instancesOpen = new Map(); // name -> open, where the user chose other than the default
 const filter = { text: "", statuses: new Set() }; // no status chosen: all
 const $ = (id) => document.getElementById(id);
 
@@ -46,7 +49,7 @@ function ago(ms) {
   return `${Math.round(s / 86_400)} d`;
 }
 function duration(ms) {
-  if (ms < 10) return `${ms.toFixed(1)} ms`;
+  if (ms < 10) return `${+ms.toFixed(1)} ms`;
   if (ms < 1000) return `${Math.round(ms)} ms`;
   return ms < 60_000 ? `${+(ms / 1000).toFixed(1)} s` : ago(ms);
 }
@@ -86,6 +89,7 @@ function applySnapshot(d) {
   setMeta(d.meta);
   state.status = d.status ?? "unknown";
   state.counts = d.counts ?? null;
+  state.total = d.total ?? state.services.size;
   state.truncated = Boolean(d.truncated);
   state.live = true;
   render();
@@ -101,10 +105,14 @@ function applyUpdate(d) {
     state.services.delete(name);
     durations.delete(name);
     cards.delete(name);
+    instancesOpen.delete(name);
   }
   for (const [name, ms] of Object.entries(d.fresh ?? {})) {
+    // In place: the card keeps its node (and the keyboard focus), only its age moves.
     const svc = state.services.get(name);
-    if (svc) state.services.set(name, { ...svc, last_heartbeat_ms: ms });
+    if (svc) svc.last_heartbeat_ms = ms;
+    const age = cards.get(name)?.node.querySelector("time.hb");
+    if (age) age.dataset.ms = ms;
     seeServerTime(ms);
   }
   seeBus(serverNow()); // the aggregator just committed
@@ -116,25 +124,34 @@ function applyTransition(t) {
   state.transitions.push(t);
   state.transitions.sort((a, b) => (b.at_ms ?? Date.parse(b.at)) - (a.at_ms ?? Date.parse(a.at)));
   state.transitions.length = Math.min(state.transitions.length, MAX_TRANSITIONS);
+  state.transitionsChanged = true;
   seeBus(serverNow());
   render();
 }
 
-// /api/health: the fallback when the stream is unavailable, and the bus's pulse while it is quiet.
+// /api/health: the fallback when the stream is unavailable, and the bus's pulse while it is quiet
+// (the stream carries `meta` only in its snapshot). Its `bus` has Meta's fields, by ISO time.
 let fetching = false;
+let lastFetch = 0;
 async function fetchHealth() {
   if (fetching) return;
   fetching = true;
+  lastFetch = Date.now();
   try {
-    const res = await fetch("/api/health", { headers: { Accept: "application/json" } });
+    const live = state.live;
+    const res = await fetch(live ? "/api/health?limit=0" : "/api/health");
     seeServerTime(Date.parse(res.headers.get("Date"))); // whole seconds: a lower bound too
     if (!res.ok) return;
     const doc = await res.json();
-    setMeta(doc.meta ?? doc.bus);
-    if (!state.live) {
-      const s = doc.services ?? [];
-      setServices(Array.isArray(s) ? s : Object.values(s).flat());
+    const bus = doc.bus;
+    setMeta(bus?.updated_at ? { ...bus, updated_at_ms: Date.parse(bus.updated_at) } : null);
+    if (!live && !state.live) {
+      const listed = Object.values(doc.services ?? {}).flat();
+      setServices(listed);
       state.status = doc.status ?? "unknown";
+      state.counts = doc.counts ?? null;
+      state.total = doc.total ?? listed.length;
+      state.truncated = state.total > listed.length;
     }
     render();
   } catch {
@@ -185,8 +202,8 @@ function badge(status) {
   b.dataset.status = status;
   return b;
 }
-function ticking(ms, prefix = "", suffix = " ago") {
-  const t = el("time", "tick");
+function ticking(ms, className = "", prefix = "", suffix = " ago") {
+  const t = el("time", `tick ${className}`);
   t.dataset.ms = ms;
   t.dataset.prefix = prefix;
   t.dataset.suffix = suffix;
@@ -226,7 +243,7 @@ function card(svc) {
   head.append(badge(svc.status), el("span", "svc-name", svc.name));
   if (svc.flapping) head.append(el("span", "tag", "flapping"));
   const facts = el("div", "svc-facts");
-  if (svc.last_heartbeat_ms != null) facts.append(ticking(svc.last_heartbeat_ms));
+  if (svc.last_heartbeat_ms != null) facts.append(ticking(svc.last_heartbeat_ms, "hb"));
   else facts.append(el("span", "muted", "never seen"));
   if (svc.last_duration_ms != null) {
     const d = el("span", "dur", `took ${duration(svc.last_duration_ms)}`);
@@ -242,7 +259,7 @@ function card(svc) {
 
   const reason = el("p", "reason", svc.reason);
   if (svc.status !== "healthy" && svc.since) {
-    reason.append(" · ", ticking(Date.parse(svc.since), `${LABEL[svc.status] ?? svc.status} for `, ""));
+    reason.append(" · ", ticking(Date.parse(svc.since), "", `${LABEL[svc.status] ?? svc.status} for `, ""));
   }
   li.append(reason);
   if (svc.error) li.append(el("pre", "error", svc.error));
@@ -264,12 +281,13 @@ function card(svc) {
 
 function instances(svc) {
   const box = el("details", "instances");
-  box.open = openInstances.has(svc.name) || svc.instances.some((i) => i.status !== "healthy");
-  box.addEventListener("toggle", () => {
-    if (box.open) openInstances.add(svc.name);
-    else openInstances.delete(svc.name);
-  });
   const bad = svc.instances.filter((i) => i.status !== "healthy").length;
+  const open = bad > 0; // by default, open while an instance is not healthy
+  box.open = instancesOpen.get(svc.name) ?? open;
+  box.addEventListener("toggle", () => {
+    if (box.open === open) instancesOpen.delete(svc.name);
+    else instancesOpen.set(svc.name, box.open);
+  });
   const n = svc.instances.length;
   box.append(el("summary", null, `${n} instance${n === 1 ? "" : "s"}${bad ? `, ${bad} not healthy` : ""}`));
   const ul = el("ul");
@@ -286,7 +304,7 @@ function instances(svc) {
 }
 
 function counts() {
-  if (state.truncated && state.counts) return state.counts;
+  if (state.truncated && state.counts) return state.counts; // updates cannot keep these current
   const c = {};
   for (const svc of state.services.values()) c[svc.status] = (c[svc.status] ?? 0) + 1;
   return c;
@@ -337,37 +355,56 @@ function renderChips(c) {
   }
 }
 
+// Built once; a list's children are replaced only when they change, so focus stays put.
+const sections = GROUPS.map(([kind, title]) => {
+  const section = el("section", "group");
+  section.dataset.kind = kind;
+  const h = el("h2", null, title);
+  const count = el("span", "count");
+  h.append(count);
+  const ul = el("ul", "svc-list");
+  const more = el("p", "muted");
+  section.append(h, ul, more);
+  return { kind, section, count, ul, more };
+});
+const note = el("p", "note");
+const empty = el("p", "empty");
+
+function groupOf(svc) {
+  return GROUPS.some(([k]) => k === svc.kind) ? svc.kind : "perpetual";
+}
+
 function renderGroups() {
+  if (!$("groups").childElementCount) {
+    $("groups").append(note, ...sections.map((g) => g.section), empty);
+  }
   const text = filter.text.toLowerCase();
   const shown = [...state.services.values()]
     .filter((s) => (!filter.statuses.size || filter.statuses.has(s.status)) && s.name.toLowerCase().includes(text))
     .sort((a, b) => (RANK[a.status] ?? 9) - (RANK[b.status] ?? 9) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  const sections = [];
-  for (const [kind, title] of GROUPS) {
-    const mine = shown.filter((s) => (GROUPS.some(([k]) => k === s.kind) ? s.kind : "perpetual") === kind);
-    if (!mine.length) continue;
-    const section = el("section", "group");
-    section.dataset.kind = kind;
-    const h = el("h2", null, title);
-    h.append(el("span", "count", mine.length));
-    const ul = el("ul", "svc-list");
-    for (const svc of mine.slice(0, MAX_ROWS)) {
+  for (const g of sections) {
+    const mine = shown.filter((s) => groupOf(s) === g.kind);
+    g.section.hidden = !mine.length;
+    setText(g.count, String(mine.length));
+    const nodes = mine.slice(0, MAX_ROWS).map((svc) => {
       let c = cards.get(svc.name);
       if (!c || c.svc !== svc) cards.set(svc.name, (c = { svc, node: card(svc) }));
-      ul.append(c.node);
-    }
-    section.append(h, ul);
-    if (mine.length > MAX_ROWS) section.append(el("p", "muted", `${mine.length - MAX_ROWS} more: filter to narrow.`));
-    sections.push(section);
+      return c.node;
+    });
+    const kids = g.ul.children;
+    if (kids.length !== nodes.length || nodes.some((n, i) => kids[i] !== n)) g.ul.replaceChildren(...nodes);
+    setText(g.more, mine.length > MAX_ROWS ? `${mine.length - MAX_ROWS} more: filter to narrow.` : "");
+    g.more.hidden = mine.length <= MAX_ROWS;
   }
-  if (state.truncated) sections.unshift(el("p", "note", "A large fleet: only services that are not healthy are listed."));
-  if (!shown.length) {
-    sections.push(el("p", "empty", state.services.size ? "No service matches the filter." : "No services have reported yet."));
-  }
-  $("groups").replaceChildren(...sections);
+  note.hidden = !state.truncated;
+  setText(note, `A large fleet: ${state.services.size} of ${state.total} services are listed.`);
+  empty.hidden = shown.length > 0;
+  setText(empty, state.services.size ? "No service matches the filter." : "No services have reported yet.");
 }
 
 function renderTimeline() {
+  if (!state.transitionsChanged) return;
+  state.transitionsChanged = false;
   const items = state.transitions.map((t) => {
     const li = el("li");
     li.dataset.to = t.to;
@@ -415,13 +452,11 @@ $("filter").addEventListener("input", (e) => {
   filter.text = e.target.value.trim();
   render();
 });
-let quietTicks = 0;
 setInterval(() => {
   tick();
-  // While the stream is quiet (or down), ask for the bus's pulse every 10 s.
-  const quiet = !state.live || serverNow() - (state.busSeenMs ?? 0) > 5000;
-  quietTicks = quiet ? quietTicks + 1 : 0;
-  if (quietTicks && quietTicks % 10 === 0) fetchHealth();
+  // The stream is down, or quiet for a while: ask for the bus's pulse (and, when down, the data).
+  const quiet = !state.live || serverNow() - (state.busSeenMs ?? 0) > PULSE_MS;
+  if (quiet && Date.now() - lastFetch > PULSE_MS) fetchHealth();
 }, 1000);
 connect();
 fetchHealth();

@@ -19,7 +19,7 @@ import anyio
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -94,9 +94,6 @@ class Feed:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    async def health(self, request: Request) -> Response:
-        return JSONResponse(self.snapshot)
-
 
 @pytest.fixture
 def feed() -> Feed:
@@ -109,7 +106,6 @@ def site(feed: Feed) -> Iterator[str]:
         routes=[
             Route("/", lambda request: FileResponse(str(STATIC / "index.html"))),
             Route("/api/health/stream", feed.stream),
-            Route("/api/health", feed.health),
             Mount("/static", StaticFiles(directory=str(STATIC))),
         ]
     )
