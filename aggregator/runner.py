@@ -35,6 +35,8 @@ __all__ = ["Aggregator"]
 log = logging.getLogger("healthbus.aggregator")
 
 TICK_S: Final = 1.0
+#: A Redis call answering this much later than expected means Redis was not there.
+STALL_MS: Final = 1000
 MAX_BLOCK_MS: Final = 1000
 Entry = tuple[bytes, dict[bytes, bytes]]
 
@@ -143,7 +145,9 @@ class Aggregator:
         next_tick = 0.0
         while True:
             if time.monotonic() >= next_tick:
+                tick_ms, tick_mono = self._redis_now(), time.monotonic()
                 await self._tick(client)
+                self._grant_stall(tick_ms, tick_mono, 0)
                 next_tick = time.monotonic() + self._tick_s
             block = MAX_BLOCK_MS
             deadline = folder.next_deadline_ms()
@@ -151,11 +155,13 @@ class Aggregator:
                 block = min(block, max(1, deadline - self._redis_now()))
             block = int(min(block, max(1.0, (next_tick - time.monotonic()) * 1000)))
             # Redis time no later than the read: entries added after it are not behind `now`.
-            sent_ms = self._redis_now()
+            sent_ms, sent_mono = self._redis_now(), time.monotonic()
             reply: Any = await client.xread(
                 {self.keys.heartbeats: self.cursor}, count=self.config.read_count, block=block
             )
             entries: Sequence[Entry] = reply[0][1] if reply else ()
+            first_ms = _ms(entries[0][0]) if entries else None
+            self._grant_stall(sent_ms, sent_mono, block, until_ms=first_ms)
             await self._fold_entries(client, entries, sent_ms, block)
 
     # -- folding and committing -------------------------------------------------------
@@ -306,11 +312,13 @@ class Aggregator:
             deadletters_maxlen=self.config.deadletters_maxlen,
         )
         k = self.keys
+        sent_mono = time.monotonic()
         reply: list[Any] = await self._commit_script(
             keys=[k.leader, k.snapshot, k.state, k.transitions, k.updates, k.heartbeats,
                   k.deadletters],
             args=args,
         )  # fmt: skip
+        self._grant_stall(now, sent_mono, 0)
         verdict = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
         if verdict == "NOTLEADER":
             raise NotLeader("another aggregator holds the lease")
@@ -343,6 +351,24 @@ class Aggregator:
                 encode(part.fresh),
                 b"}",
             )
+        )
+
+    def _grant_stall(
+        self, sent_ms: int, sent_mono: float, expected_ms: int, until_ms: int | None = None
+    ) -> None:
+        """A call that answered far later than it should: Redis was frozen or unreachable.
+
+        That span is blind time (design.md, "Time"): a bus outage is never a service outage.
+        Entries that came back with the answer prove Redis was live again from their time on.
+        """
+        stalled_ms = (time.monotonic() - sent_mono) * 1000 - expected_ms
+        if stalled_ms < STALL_MS or self.folder is None:
+            return
+        blind_from = sent_ms + expected_ms
+        blind_to = self._redis_now() if until_ms is None else min(until_ms, self._redis_now())
+        granted = self.folder.grant(blind_from, blind_to)
+        log.warning(
+            "Redis did not answer for %.1f s; %d ms counted as blind", stalled_ms / 1000, granted
         )
 
     # -- leadership and state ---------------------------------------------------------

@@ -93,15 +93,16 @@ class RedisServer:
             "--logfile", os.path.join(self._dir.name, "server.log"),
             *self.extra_args,
         ]  # fmt: skip
-        self.process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        output = Path(self._dir.name, "output.log")
+        with output.open("ab") as sink:
+            self.process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + timeout
         while not port_answers("127.0.0.1", self.port):
             if self.process.poll() is not None:
-                err = (self.process.stderr.read() if self.process.stderr else b"").decode()
-                log = Path(self._dir.name, "server.log")
-                err += log.read_text() if log.exists() else ""
+                logs = [output, Path(self._dir.name, "server.log")]
+                err = "".join(p.read_text(errors="replace") for p in logs if p.exists())
                 raise EmbeddedRedisError(f"{self.binary} exited at start: {err.strip()[-500:]}")
             if time.monotonic() > deadline:
                 self.kill()
@@ -140,8 +141,6 @@ class RedisServer:
 
     def close(self) -> None:
         self.stop()
-        if self.process and self.process.stderr:
-            self.process.stderr.close()
         with contextlib.suppress(OSError):
             self._dir.cleanup()
 

@@ -1,0 +1,112 @@
+"""A bus outage is never a service outage (design.md, "Time")."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+
+from aggregator import Aggregator
+from healthbus.config import Config
+from healthbus.embedded import RedisServer
+from healthbus.schema import Meta, Transition, encode
+from tests.support import wait_until
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+HB = {"m": encode({"v": 1, "service": "steady", "interval_s": 1, "ok": True})}
+
+
+@pytest.fixture
+def own_config(own_redis: RedisServer, namespace: str) -> Config:
+    return Config(redis_url=own_redis.url, namespace=namespace)
+
+
+@pytest.fixture
+async def client(own_config: Config) -> AsyncIterator[aioredis.Redis]:
+    assert own_config.redis_url
+    c = aioredis.Redis.from_url(own_config.redis_url, socket_timeout=30)
+    yield c
+    await c.aclose()
+
+
+async def publish_every(client: aioredis.Redis, key: str, period: float, stop: anyio.Event) -> None:
+    """A steady publisher; its XADDs wait while Redis is frozen, fail while it is gone."""
+    while not stop.is_set():
+        try:
+            await client.xadd(key, HB)
+        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+            pass
+        await anyio.sleep(period)
+
+
+async def events(client: aioredis.Redis, config: Config) -> list[str]:
+    rows = await client.xrange(config.keys.transitions)
+    return [msgspec.json.decode(f[b"m"], type=Transition).event for _, f in rows]
+
+
+async def test_frozen_redis_does_not_age_services(
+    own_redis: RedisServer, own_config: Config, client: aioredis.Redis
+) -> None:
+    agg = Aggregator(own_config)
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agg.run)
+        tg.start_soon(publish_every, client, own_config.keys.heartbeats, 0.3, stop)
+        await wait_until(lambda: events(client, own_config))
+        own_redis.pause()
+        await anyio.sleep(4)  # the outage itself: 4 intervals of silence, no heartbeat possible
+        own_redis.resume()
+        await wait_until(lambda: _blind(client, own_config), timeout=10)
+        await anyio.sleep(1.5)  # heartbeats flow again for a while
+        stop.set()
+        tg.cancel_scope.cancel()
+    assert await events(client, own_config) == ["healthbus.service.appeared"]
+
+
+async def _blind(client: aioredis.Redis, config: Config) -> Meta | None:
+    raw = await client.hget(config.keys.snapshot, "_meta")
+    meta = msgspec.json.decode(raw, type=Meta) if raw else None
+    return meta if meta and meta.blind_ms >= 2000 else None
+
+
+async def test_redis_restarted_empty_gets_the_state_back(
+    own_redis: RedisServer, own_config: Config, client: aioredis.Redis
+) -> None:
+    agg = Aggregator(own_config)
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agg.run)
+        tg.start_soon(publish_every, client, own_config.keys.heartbeats, 0.3, stop)
+        await wait_until(lambda: events(client, own_config))
+        first_gen = (await _meta(client, own_config)).gen
+        own_redis.kill()
+        await anyio.sleep(3)  # the outage: three intervals without Redis at all
+        own_redis.start()
+
+        async def new_gen() -> Meta | None:
+            meta = await _meta(client, own_config)
+            return meta if meta.gen != first_gen and meta.services == 1 else None
+
+        meta = await wait_until(new_gen, timeout=15)
+        assert meta.status == "healthy"
+        await anyio.sleep(1.5)
+        stop.set()
+        tg.cancel_scope.cancel()
+    # The transitions stream went with the old dataset; the new one has no outage in it.
+    assert "healthbus.service.degraded" not in await events(client, own_config)
+    assert "healthbus.service.error" not in await events(client, own_config)
+
+
+async def _meta(client: aioredis.Redis, config: Config) -> Meta:
+    async def read() -> Meta | None:
+        try:
+            raw = await client.hget(config.keys.snapshot, "_meta")
+        except (aioredis.ConnectionError, OSError):
+            return None
+        return msgspec.json.decode(raw, type=Meta) if raw else None
+
+    return await wait_until(read, timeout=15)
