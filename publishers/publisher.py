@@ -128,7 +128,10 @@ class Publisher:
         self._sender.start()
 
     def _restart_after_fork(self) -> None:
-        """In a forked child: a new identity (pid), boot, buffer and thread; nothing inherited."""
+        """In a forked child: a new boot, buffer and thread, and `host:<its pid>` as identity.
+
+        An `instance` given to the constructor is kept, so give forked workers their own.
+        """
         if not self._closed:
             self._start()
 
