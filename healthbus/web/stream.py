@@ -1,0 +1,100 @@
+"""`GET /api/health/stream`: the SSE feed of one client, served from the worker's hub.
+
+On connect: a `snapshot` event (or, with a `Last-Event-ID` this worker can continue from, the
+events missed since). Then the `update` and `transition` events of each updates entry, the
+last of them carrying `id: <gen>-<stream id>`. Always 200 `text/event-stream`: with no Redis
+or no aggregator the snapshot says so (`meta: null`, `stale: true`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Final
+
+import anyio
+from sse_starlette.sse import EventSourceResponse, SendTimeoutError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from healthbus.config import Config
+from healthbus.web.events import Entry
+from healthbus.web.hub import Hub
+from healthbus.web.replica import parse_stream_id
+from healthbus.web.selection import BadQuery, Selection, withholds_details
+from healthbus.web.subscriber import parse_event_id
+
+__all__ = ["EventStream", "events", "health_stream"]
+
+log = logging.getLogger("healthbus.web")
+
+#: How long a client that saw a newer entry (from a worker ahead of this one) may wait here.
+AHEAD_WAIT_S: Final = 2.0
+
+
+class EventStream(EventSourceResponse):
+    """An SSE response that ends quietly when the client stops reading (`send_timeout`)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            log.info("dropped an SSE client that stopped reading")
+
+
+async def health_stream(request: Request) -> Response:
+    hub: Hub = request.state.hub
+    config: Config = request.state.config
+    try:
+        sel = Selection.from_query(
+            request.query_params, redact=withholds_details(config, request.headers)
+        )
+    except BadQuery as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    return EventStream(
+        events(hub, sel, request.headers.get("last-event-id")),
+        ping=config.sse_ping_s,
+        send_timeout=config.sse_send_timeout_s,
+        sep="\n",
+    )
+
+
+async def events(hub: Hub, sel: Selection, last_event_id: str | None) -> AsyncIterator[bytes]:
+    """The encoded events of one client, until it leaves or falls too far behind."""
+    parsed = parse_event_id(last_event_id)
+    if parsed is not None and parsed[0] == hub.replica.gen:
+        cursor = parse_stream_id(hub.replica.cursor)
+        if cursor is not None and parsed[2] > cursor:
+            with anyio.move_on_after(AHEAD_WAIT_S):
+                await hub.wait_for(parsed[0], parsed[2])
+    sub, plan = hub.subscribe(sel, last_event_id)
+    try:
+        if plan.snapshot:
+            yield hub.snapshot(sel)
+        elif plan.entries:
+            yield b"".join([e.render(sel, hub.kind_of) for e in plan.entries])
+        elif plan.fetch is not None:
+            missed = await hub.fetch(*plan.fetch)
+            if missed is None:
+                sub.pos = hub.pos
+                yield hub.snapshot(sel)
+            elif missed:
+                yield b"".join([e.render(sel, hub.kind_of) for e in missed])
+        while True:
+            items = await sub.take()
+            if items is None:
+                return
+            chunks: list[bytes] = []
+            for item in items:
+                if not isinstance(item, Entry):  # RESYNC: start over from the current state
+                    sub.pos = hub.pos
+                    chunks.append(hub.snapshot(sel))
+                elif item.pos > sub.pos:
+                    sub.pos = item.pos
+                    chunks.append(item.render(sel, hub.kind_of))
+            chunk = b"".join(chunks)
+            if chunk:
+                yield chunk
+    finally:
+        hub.unsubscribe(sub)

@@ -1,0 +1,99 @@
+"""One SSE client's side of the hub: its bounded queue, and what it is sent first."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+import anyio
+
+from healthbus.web.events import Entry
+from healthbus.web.replica import parse_stream_id
+from healthbus.web.selection import Selection
+
+__all__ = ["RESYNC", "Item", "Plan", "Subscriber", "parse_event_id"]
+
+log = logging.getLogger("healthbus.web")
+
+
+class _Resync:
+    def __repr__(self) -> str:
+        return "RESYNC"
+
+
+#: Queued instead of entries when the subscriber must start over from a fresh snapshot.
+RESYNC: Final = _Resync()
+Item = Entry | _Resync
+
+
+class Subscriber:
+    """One client's bounded queue of entries still to send."""
+
+    __slots__ = ("_limit", "_queue", "_wake", "closed", "pos", "selection")
+
+    def __init__(self, selection: Selection, limit: int, pos: int) -> None:
+        self.selection = selection
+        #: The hub position this client's state is at: queued entries at or below it are old.
+        self.pos = pos
+        self.closed = False
+        self._limit = max(1, limit)
+        self._queue: deque[Item] = deque()
+        self._wake = anyio.Event()
+
+    def push(self, entry: Entry) -> bool:
+        """Queue `entry`; False when this subscriber is closed (now or before)."""
+        if self.closed:
+            return False
+        if len(self._queue) >= self._limit:
+            log.info("dropping an SSE client %d entries behind", len(self._queue))
+            self.close()
+            return False
+        self._queue.append(entry)
+        self._wake.set()
+        return True
+
+    def resync(self) -> None:
+        if not self.closed:
+            self._queue.clear()
+            self._queue.append(RESYNC)
+            self._wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._queue.clear()
+        self._wake.set()
+
+    async def take(self) -> list[Item] | None:
+        """Everything queued, waiting for at least one item; None once closed."""
+        while not self._queue:
+            if self.closed:
+                return None
+            await self._wake.wait()
+            self._wake = anyio.Event()
+        items = list(self._queue)
+        self._queue.clear()
+        return items
+
+
+@dataclass(slots=True)
+class Plan:
+    """What a new subscriber is sent before live entries."""
+
+    snapshot: bool = False
+    entries: list[Entry] = field(default_factory=list)
+    #: Read `(after, upto]` back from Redis: the client's id is older than the ring.
+    fetch: tuple[str, str] | None = None
+
+
+def parse_event_id(value: str | None) -> tuple[str, str, tuple[int, int]] | None:
+    """`"<gen>-<ms>-<seq>"` as (gen, stream id, its comparable pair), or None."""
+    if not value or len(value) > 200:
+        return None
+    parts = value.strip().rsplit("-", 2)
+    if len(parts) != 3 or not parts[0]:
+        return None
+    stream_id = f"{parts[1]}-{parts[2]}"
+    pair = parse_stream_id(stream_id)
+    return (parts[0], stream_id, pair) if pair is not None else None
