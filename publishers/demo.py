@@ -181,3 +181,17 @@ async def run_demo(
             else:
                 with anyio.move_on_after(delay):
                     await stop.wait()
+
+
+def main() -> None:
+    """`python -m publishers.demo`: only the simulated services (compose's `demo` container)."""
+    import os
+
+    from healthbus.config import Config
+
+    config = Config.load(os.environ)
+    anyio.run(run_demo, config.redis_url or "redis://127.0.0.1:6379/0", config.namespace)
+
+
+if __name__ == "__main__":
+    main()

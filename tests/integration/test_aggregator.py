@@ -1,0 +1,246 @@
+"""The aggregator against a real Redis: commits, transitions, dead letters, restarts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+
+from aggregator import Aggregator
+from aggregator.fold import Folder
+from aggregator.state import FoldState
+from healthbus.config import Config
+from healthbus.errors import InvalidMessage
+from healthbus.schema import Meta, ServiceView, Transition, Update, decode_heartbeat, encode
+from tests.support import wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+def heartbeat(service: str, **fields: Any) -> dict[str, bytes]:
+    body: dict[str, Any] = {"v": 1, "service": service, "interval_s": 3600, "ok": True}
+    body.update(fields)
+    return {"m": encode(body)}
+
+
+@pytest.fixture
+async def running(config: Config) -> AsyncIterator[Aggregator]:
+    agg = Aggregator(config)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agg.run)
+        await agg.is_leader.wait()
+        yield agg
+        tg.cancel_scope.cancel()
+
+
+async def transitions(redis: aioredis.Redis, config: Config) -> list[Transition]:
+    rows = await redis.xrange(config.keys.transitions)
+    return [msgspec.json.decode(f[b"m"], type=Transition) for _, f in rows]
+
+
+async def meta(redis: aioredis.Redis, config: Config) -> Meta | None:
+    raw = await redis.hget(config.keys.snapshot, "_meta")
+    return msgspec.json.decode(raw, type=Meta) if raw else None
+
+
+async def test_heartbeat_reaches_snapshot_and_updates(
+    running: Aggregator, redis: aioredis.Redis, config: Config
+) -> None:
+    raw = b'{"v":1,"service":"nightly_backup","interval_s":86400,"ok":true}'
+    entry = await redis.xadd(config.keys.heartbeats, {"m": raw}, maxlen=1_000_000, approximate=True)
+    view_raw = await wait_until(lambda: redis.hget(config.keys.snapshot, "nightly_backup"), 1.0)
+    view = msgspec.json.decode(view_raw, type=ServiceView)
+    assert (view.status, view.kind, view.expected_interval_seconds) == (
+        "healthy",
+        "perpetual",
+        86400,
+    )
+    m = await wait_until(lambda: meta(redis, config))
+    assert m.as_of == entry.decode() and m.seq >= 1 and m.leader == running.name
+    (update_id, fields), *_ = await redis.xrange(config.keys.updates)
+    update = msgspec.json.decode(fields[b"m"], type=Update)
+    assert [s.name for s in update.services] == ["nightly_backup"]
+    assert [t.event for t in update.transitions] == ["healthbus.service.appeared"]
+    assert m.update_id == update_id.decode()
+
+
+async def test_silence_degrades_then_errors_and_recovery(
+    running: Aggregator, redis: aioredis.Redis, config: Config
+) -> None:
+    entry = await redis.xadd(config.keys.heartbeats, heartbeat("tick", interval_s=1))
+    last_ms = int(entry.split(b"-")[0])
+
+    async def events() -> list[str]:
+        return [t.event.rsplit(".", 1)[1] for t in await transitions(redis, config)]
+
+    await wait_until(lambda: _has(events, "error"), timeout=10)
+    ts = await transitions(redis, config)
+    stamps = {t.event.rsplit(".", 1)[1]: t.at_ms - last_ms for t in ts}
+    assert [t.to for t in ts] == ["healthy", "degraded", "error"]
+    assert 2000 <= stamps["degraded"] <= 3000
+    assert 5000 <= stamps["error"] <= 6000
+    assert "no heartbeat" in ts[-1].reason
+    await redis.xadd(config.keys.heartbeats, heartbeat("tick", interval_s=1))
+    await wait_until(lambda: _has(events, "recovered"))
+    recovered = (await transitions(redis, config))[-1]
+    assert recovered.incident == ts[1].incident == ts[2].incident
+
+
+async def _has(events: Any, name: str) -> bool:
+    return name in await events()
+
+
+async def test_failure_is_error_at_once(
+    running: Aggregator, redis: aioredis.Redis, config: Config
+) -> None:
+    await redis.xadd(config.keys.heartbeats, heartbeat("job", ok=False, error="disk full"))
+    ts = await wait_until(lambda: transitions(redis, config), 1.0)
+    assert (ts[0].event, ts[0].from_, ts[0].to) == ("healthbus.service.error", "unknown", "error")
+    assert "disk full" in ts[0].reason
+
+
+BIG = "x" * 100_000
+HOSTILE: list[dict[str, Any]] = [
+    {"m": b"{not json"},
+    {"m": encode({"v": 1, "service": "typed", "interval_s": "often", "ok": True})},
+    {"m": encode({"v": 1, "service": "evil\n\nevent: x", "interval_s": 1, "ok": True})},
+    {"m": encode({"v": 1, "service": "big", "interval_s": 1, "ok": True, "details": {"k": BIG}})},
+    {"m": encode({"v": 9, "service": "future", "interval_s": 1, "ok": True})},
+    {"other": b"no m field"},
+]  # fmt: skip
+
+
+async def test_hostile_entries_are_dead_lettered_and_fold_goes_on(
+    running: Aggregator, redis: aioredis.Redis, config: Config
+) -> None:
+    for fields in HOSTILE:
+        await redis.xadd(config.keys.heartbeats, fields)
+    await redis.xadd(config.keys.heartbeats, heartbeat("fine", extra_future_key={"a": 1}))
+    await wait_until(lambda: redis.hget(config.keys.snapshot, "fine"))
+    dead = await wait_until(
+        lambda: _len_at_least(redis, config.keys.deadletters, len(HOSTILE)), 2.0
+    )
+    reasons = [f[b"reason"].decode() for _, f in dead]
+    assert len(reasons) == len(HOSTILE)
+    assert any("interval_s" in r for r in reasons) and any("no field 'm'" in r for r in reasons)
+    assert any("unknown major version v=9" in r for r in reasons)
+    big = next(f for _, f in dead if b"8192" in f[b"reason"])
+    assert len(big[b"f:m"]) == 1024 and int(big[b"len:m"]) > 100_000
+    # A reject naming a valid service marks it broken; an unknown version does not.
+    for name in ("typed", "big"):
+        view = msgspec.json.decode(await redis.hget(config.keys.snapshot, name), type=ServiceView)
+        assert view.status == "error" and view.error
+    assert await redis.hget(config.keys.snapshot, "future") is None
+    assert (await meta(redis, config) or pytest.fail("no meta")).invalid == len(HOSTILE)
+
+
+async def _len_at_least(redis: aioredis.Redis, key: str, n: int) -> list[Any] | None:
+    rows = await redis.xrange(key)
+    return rows if len(rows) >= n else None
+
+
+async def test_snapshot_refreshes_while_idle(
+    running: Aggregator, redis: aioredis.Redis, config: Config
+) -> None:
+    first = await wait_until(lambda: meta(redis, config))
+    later = await wait_until(lambda: _newer(redis, config, first.updated_at_ms))
+    assert later.seq == first.seq  # a refresh is not a change
+
+
+async def _newer(redis: aioredis.Redis, config: Config, ms: int) -> Meta | None:
+    m = await meta(redis, config)
+    return m if m and m.updated_at_ms > ms else None
+
+
+def _spawn(config: Config) -> subprocess.Popen[bytes]:
+    assert config.redis_url
+    return subprocess.Popen(
+        [sys.executable, "-m", "healthbus.cli", "aggregator", "--redis-url", config.redis_url,
+         "--namespace", config.namespace],
+        env={**os.environ, "HEALTHBUS_LEASE_TTL_S": "1"},
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+async def test_killed_aggregator_neither_loses_nor_repeats_transitions(
+    redis: aioredis.Redis, config: Config
+) -> None:
+    """SIGKILL mid-stream, restart: the transitions equal a pure fold of the same entries."""
+    first = _spawn(config)
+    try:
+        await wait_until(lambda: meta(redis, config))
+        for round_ in range(30):
+            for i in range(20):
+                fail = (round_ + i) % 3 == 0
+                await redis.xadd(
+                    config.keys.heartbeats,
+                    heartbeat(f"svc{i}", ok=not fail, error="x" if fail else None),
+                )
+            if round_ == 10:
+                await wait_until(lambda: transitions(redis, config))
+                first.send_signal(signal.SIGKILL)
+                first.wait()
+    finally:
+        first.kill()
+        first.wait()
+    second = _spawn(config)
+    try:
+        last = (await redis.xrevrange(config.keys.heartbeats, count=1))[0][0].decode()
+        await wait_until(lambda: _caught_up(redis, config, last), timeout=20)
+    finally:
+        second.terminate()
+        second.wait()
+    expected = _pure_fold(await redis.xrange(config.keys.heartbeats))
+    actual = [t.id for t in await transitions(redis, config)]
+    missing = [i for i in expected if i not in actual]
+    repeated = [i for i in actual if actual.count(i) > 1 or i not in expected]
+    assert (missing, repeated) == ([], [])
+    assert actual == expected
+
+
+async def _caught_up(redis: aioredis.Redis, config: Config, last: str) -> bool:
+    m = await meta(redis, config)
+    return m is not None and m.as_of == last
+
+
+def _pure_fold(entries: list[Any]) -> list[str]:
+    folder = Folder(FoldState())
+    ids: list[str] = []
+    for raw_id, fields in entries:
+        try:
+            hb = decode_heartbeat(fields[b"m"])
+        except InvalidMessage:
+            continue
+        ids += [t.id for t in folder.apply(hb, int(raw_id.split(b"-")[0]))]
+    return ids
+
+
+async def test_freshness_is_coalesced_into_few_updates(
+    running: Aggregator, redis: aioredis.Redis, config: Config
+) -> None:
+    """200 heartbeats: one update at once (appeared), the rest folded into ~1/s flushes."""
+    for i in range(100):
+        await redis.xadd(config.keys.heartbeats, heartbeat("busy", duration_ms=float(i)))
+    for _ in range(100):
+        last = await redis.xadd(config.keys.heartbeats, heartbeat("quiet"))
+    last_ms = int(last.split(b"-")[0])
+
+    async def flushed() -> list[Update] | None:
+        rows = await redis.xrange(config.keys.updates)
+        updates = [msgspec.json.decode(f[b"m"], type=Update) for _, f in rows]
+        busy = [s for u in updates for s in u.services if s.name == "busy"]
+        quiet = [u.fresh.get("quiet") for u in updates]
+        done = busy and busy[-1].last_duration_ms == 99.0 and last_ms in quiet
+        return updates if done else None
+
+    updates = await wait_until(flushed, timeout=5)
+    assert len(updates) <= 6, [u.seq for u in updates]
+    assert [u.seq for u in updates] == sorted({u.seq for u in updates})
