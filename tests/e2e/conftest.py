@@ -1,4 +1,4 @@
-"""Browser fixtures: Debian's chromium driven by Playwright, and servers in threads.
+"""Browser fixtures: Debian's chromium driven by Playwright; a coroutine in a thread.
 
 No browser is ever downloaded. When /usr/bin/chromium is missing, a root user with apt gets it
 installed once per session (bounded in time); anyone else gets a skip that says what to do.
@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
-from healthbus.embedded import free_port
 from tests.support import wait_until_sync
 
 CHROMIUM = Path(os.environ.get("HEALTHBUS_CHROMIUM", "/usr/bin/chromium"))
-#: Bounds `apt-get update` and `apt-get install` together.
+#: Bounds each of `apt-get update` and `apt-get install`.
 INSTALL_TIMEOUT_S = 420
 CHROMIUM_ARGS = [
     "--headless",
@@ -72,8 +70,10 @@ def chromium() -> str:
     return str(CHROMIUM)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser(chromium: str) -> Iterator[Any]:
+    """Per test: Playwright's sync API keeps an event loop running in this thread while it is
+    open, which would stop any later anyio test from running its own."""
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="browser tests need `pip install playwright` (no browser)"
     )
@@ -109,29 +109,6 @@ def page(browser: Any) -> Iterator[Page]:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
-
-
-class ServerThread:
-    """A uvicorn server on a free loopback port, in a thread of its own."""
-
-    def __init__(self, app: Any) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=1
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        wait_until_sync(lambda: self.server.started or not self.thread.is_alive())
-        assert self.server.started, "uvicorn did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 class AsyncThread:

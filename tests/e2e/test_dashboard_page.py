@@ -23,7 +23,8 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from tests.e2e.conftest import INSTALL_TIMEOUT_S, Page, ServerThread
+from tests.e2e.conftest import INSTALL_TIMEOUT_S, Page
+from tests.webserver import serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2 * INSTALL_TIMEOUT_S + 60)]
 expect = pytest.importorskip("playwright.sync_api").expect
@@ -109,8 +110,8 @@ def site(feed: Feed) -> Iterator[str]:
             Mount("/static", StaticFiles(directory=str(STATIC))),
         ]
     )
-    with ServerThread(app) as server:
-        yield server.url
+    with serve(app) as url:
+        yield url
         feed.closing = True  # ends open streams, so the server stops at once
 
 
