@@ -280,12 +280,12 @@ def _with_url(config: Config) -> Config:
     return config if config.redis_url else config.replace(redis_url=LOCAL_REDIS)
 
 
-def _local_or_embedded(stack: ExitStack) -> str:
+def _local_or_embedded(stack: ExitStack, local: tuple[str, int] = ("127.0.0.1", 6379)) -> str:
     """No URL configured: the local Redis if one answers, else a private embedded server."""
     from healthbus.embedded import RedisServer, port_answers
 
-    if port_answers("127.0.0.1", 6379):
-        return LOCAL_REDIS
+    if port_answers(*local):
+        return f"redis://{local[0]}:{local[1]}/0"
     server = stack.enter_context(RedisServer())
     print(
         f"healthbus: started an embedded Redis ({server.binary}) on {server.url}", file=sys.stderr
