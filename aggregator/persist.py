@@ -5,19 +5,14 @@ from __future__ import annotations
 import msgspec
 
 from aggregator.state import Clock, FoldState, Service
-from healthbus.schema import RESERVED_NAMES, Meta
+from healthbus.schema import RESERVED_NAMES
 
-__all__ = ["CLOCK_FIELD", "decode_meta", "load_state"]
+__all__ = ["CLOCK_FIELD", "load_state"]
 
 CLOCK_FIELD = "_fold"
 
 _service_decoder = msgspec.json.Decoder(Service)
 _clock_decoder = msgspec.json.Decoder(Clock)
-_meta_decoder = msgspec.json.Decoder(Meta)
-
-
-def decode_meta(raw: bytes | None) -> Meta | None:
-    return None if raw is None else _meta_decoder.decode(raw)
 
 
 def load_state(rows: dict[bytes, bytes]) -> FoldState:

@@ -21,14 +21,22 @@ import redis.asyncio as aioredis
 from aggregator import scripts
 from aggregator.commit import MAX_BYTES, MAX_SERVICES, DeadLetter, Part, build_parts, commit_args
 from aggregator.fold import Folder, worst_status
-from aggregator.persist import CLOCK_FIELD, decode_meta, load_state
+from aggregator.persist import CLOCK_FIELD, load_state
 from aggregator.rules import Rules
 from aggregator.state import FoldState
 from healthbus import __version__
 from healthbus.config import Config
 from healthbus.connection import CONNECTION_ERRORS, Backoff, connect
 from healthbus.errors import InvalidMessage, NotLeader
-from healthbus.schema import Meta, Transition, decode_heartbeat, encode, iso_ms
+from healthbus.schema import (
+    Meta,
+    Transition,
+    decode_heartbeat,
+    decode_meta,
+    encode,
+    iso_ms,
+    parse_stream_id,
+)
 
 __all__ = ["Aggregator"]
 
@@ -47,8 +55,9 @@ def _ms(stream_id: bytes | str) -> int:
 
 
 def _id_key(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
+    pair = parse_stream_id(stream_id)
+    assert pair is not None, stream_id
+    return pair
 
 
 class Aggregator:

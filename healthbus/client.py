@@ -22,11 +22,10 @@ import redis.exceptions
 from healthbus.config import Config
 from healthbus.connection import bus_errors, connect
 from healthbus.keys import Keys
-from healthbus.schema import Meta, ServiceView, Transition, Update
+from healthbus.schema import Meta, ServiceView, Transition, Update, decode_meta
 
 __all__ = ["HealthBus", "Snapshot"]
 
-_meta_decoder = msgspec.json.Decoder(Meta)
 _view_decoder = msgspec.json.Decoder(ServiceView)
 _update_decoder = msgspec.json.Decoder(Update)
 _transition_decoder = msgspec.json.Decoder(Transition)
@@ -65,7 +64,7 @@ class HealthBus:
             rows: Any = await self.redis.hgetall(self.keys.snapshot)
         meta_raw = rows.pop(b"_meta", None)
         return Snapshot(
-            meta=_meta_decoder.decode(meta_raw) if meta_raw else None,
+            meta=decode_meta(meta_raw),
             services={k.decode(): _view_decoder.decode(v) for k, v in rows.items()},
         )
 

@@ -34,9 +34,11 @@ __all__ = [
     "Transition",
     "Update",
     "decode_heartbeat",
+    "decode_meta",
     "encode",
     "iso_ms",
     "json_schemas",
+    "parse_stream_id",
     "worst",
 ]
 
@@ -258,6 +260,27 @@ def _valid_name(value: object) -> str | None:
         return _name_check.decode(encode(value))
     except msgspec.ValidationError:
         return None
+
+
+_meta_decoder = msgspec.json.Decoder(Meta)
+
+
+def decode_meta(raw: bytes | None) -> Meta | None:
+    """The snapshot's `_meta`, or None when there is none (or it is unreadable): no data yet."""
+    if raw is None:
+        return None
+    try:
+        return _meta_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+
+
+def parse_stream_id(value: str) -> tuple[int, int] | None:
+    """`"<ms>-<seq>"` as a comparable pair, or None when it is not a stream id."""
+    ms, sep, seq = value.partition("-")
+    if not sep or not ms.isdigit() or not seq.isdigit() or len(value) > 41:
+        return None
+    return int(ms), int(seq)
 
 
 def iso_ms(ms: int) -> str:

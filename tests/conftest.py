@@ -8,9 +8,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
+import anyio
 import pytest
 import redis.asyncio as aioredis
 
+from aggregator import Aggregator
 from healthbus.config import Config
 from healthbus.embedded import RedisServer
 
@@ -50,3 +52,14 @@ async def redis(config: Config) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(config.redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def aggregator(config: Config) -> AsyncIterator[Aggregator]:
+    """An aggregator running in the test's event loop, already leading."""
+    agg = Aggregator(config)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agg.run)
+        await agg.is_leader.wait()
+        yield agg
+        tg.cancel_scope.cancel()

@@ -25,9 +25,9 @@ import redis.asyncio as aioredis
 
 from healthbus.config import Config
 from healthbus.connection import CONNECTION_ERRORS, Backoff
-from healthbus.schema import Update
+from healthbus.schema import Update, decode_meta, parse_stream_id
 from healthbus.web.events import Entry, render_snapshot
-from healthbus.web.replica import NeedReload, Replica, decode_meta, parse_stream_id
+from healthbus.web.replica import NeedReload, Replica
 from healthbus.web.replica import stream_entries as _entries
 from healthbus.web.selection import Selection
 from healthbus.web.subscriber import Plan, Subscriber, parse_event_id

@@ -12,35 +12,17 @@ from typing import Any, Final
 
 import msgspec
 
-from healthbus.schema import STATUS_ORDER, Meta, ServiceView, Update, encode, iso_ms
+from healthbus.schema import STATUS_ORDER, Meta, ServiceView, Update, decode_meta, encode, iso_ms
 
-__all__ = ["NeedReload", "Replica", "decode_meta", "parse_stream_id", "stream_entries"]
+__all__ = ["NeedReload", "Replica", "stream_entries"]
 
 #: Fields of the snapshot hash that are not services.
 _NOT_SERVICES: Final = frozenset({b"_meta", b"_fold"})
-_meta_decoder = msgspec.json.Decoder(Meta)
 _view_decoder = msgspec.json.Decoder(ServiceView)
 
 
 class NeedReload(Exception):
     """The copy can no longer be kept current entry by entry; load it again."""
-
-
-def parse_stream_id(value: str) -> tuple[int, int] | None:
-    """`"<ms>-<seq>"` as a comparable pair, or None when it is not a stream id."""
-    ms, sep, seq = value.partition("-")
-    if not sep or not ms.isdigit() or not seq.isdigit() or len(value) > 41:
-        return None
-    return int(ms), int(seq)
-
-
-def decode_meta(raw: bytes | None) -> Meta | None:
-    if raw is None:
-        return None
-    try:
-        return _meta_decoder.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        return None
 
 
 class Replica:

@@ -16,9 +16,9 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from healthbus import __version__
 from healthbus.config import Config
 from healthbus.connection import CONNECTION_ERRORS
+from healthbus.schema import decode_meta
 from healthbus.web.document import HealthQuery, ServerInfo, health_document
 from healthbus.web.hub import Hub
-from healthbus.web.replica import decode_meta
 from healthbus.web.selection import BadQuery, withholds_details
 
 __all__ = ["api_health", "dashboard", "health", "ready"]

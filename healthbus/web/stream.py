@@ -19,9 +19,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from healthbus.config import Config
+from healthbus.schema import parse_stream_id
 from healthbus.web.events import Entry
 from healthbus.web.hub import Hub
-from healthbus.web.replica import parse_stream_id
 from healthbus.web.selection import BadQuery, Selection, withholds_details
 from healthbus.web.subscriber import parse_event_id
 

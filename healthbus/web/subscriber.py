@@ -9,8 +9,8 @@ from typing import Final
 
 import anyio
 
+from healthbus.schema import parse_stream_id
 from healthbus.web.events import Entry
-from healthbus.web.replica import parse_stream_id
 from healthbus.web.selection import Selection
 
 __all__ = ["RESYNC", "Item", "Plan", "Subscriber", "parse_event_id"]

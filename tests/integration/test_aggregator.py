@@ -6,10 +6,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 import msgspec
 import pytest
 import redis.asyncio as aioredis
@@ -31,16 +29,6 @@ def heartbeat(service: str, **fields: Any) -> dict[str, bytes]:
     return {"m": encode(body)}
 
 
-@pytest.fixture
-async def running(config: Config) -> AsyncIterator[Aggregator]:
-    agg = Aggregator(config)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(agg.run)
-        await agg.is_leader.wait()
-        yield agg
-        tg.cancel_scope.cancel()
-
-
 async def transitions(redis: aioredis.Redis, config: Config) -> list[Transition]:
     rows = await redis.xrange(config.keys.transitions)
     return [msgspec.json.decode(f[b"m"], type=Transition) for _, f in rows]
@@ -52,7 +40,7 @@ async def meta(redis: aioredis.Redis, config: Config) -> Meta | None:
 
 
 async def test_heartbeat_reaches_snapshot_and_updates(
-    running: Aggregator, redis: aioredis.Redis, config: Config
+    aggregator: Aggregator, redis: aioredis.Redis, config: Config
 ) -> None:
     raw = b'{"v":1,"service":"nightly_backup","interval_s":86400,"ok":true}'
     entry = await redis.xadd(config.keys.heartbeats, {"m": raw}, maxlen=1_000_000, approximate=True)
@@ -64,7 +52,7 @@ async def test_heartbeat_reaches_snapshot_and_updates(
         86400,
     )
     m = await wait_until(lambda: meta(redis, config))
-    assert m.as_of == entry.decode() and m.seq >= 1 and m.leader == running.name
+    assert m.as_of == entry.decode() and m.seq >= 1 and m.leader == aggregator.name
     (update_id, fields), *_ = await redis.xrange(config.keys.updates)
     update = msgspec.json.decode(fields[b"m"], type=Update)
     assert [s.name for s in update.services] == ["nightly_backup"]
@@ -73,7 +61,7 @@ async def test_heartbeat_reaches_snapshot_and_updates(
 
 
 async def test_silence_degrades_then_errors_and_recovery(
-    running: Aggregator, redis: aioredis.Redis, config: Config
+    aggregator: Aggregator, redis: aioredis.Redis, config: Config
 ) -> None:
     entry = await redis.xadd(config.keys.heartbeats, heartbeat("tick", interval_s=1))
     last_ms = int(entry.split(b"-")[0])
@@ -99,7 +87,7 @@ async def _has(events: Any, name: str) -> bool:
 
 
 async def test_failure_is_error_at_once(
-    running: Aggregator, redis: aioredis.Redis, config: Config
+    aggregator: Aggregator, redis: aioredis.Redis, config: Config
 ) -> None:
     await redis.xadd(config.keys.heartbeats, heartbeat("job", ok=False, error="disk full"))
     ts = await wait_until(lambda: transitions(redis, config), 1.0)
@@ -119,7 +107,7 @@ HOSTILE: list[dict[str, Any]] = [
 
 
 async def test_hostile_entries_are_dead_lettered_and_fold_goes_on(
-    running: Aggregator, redis: aioredis.Redis, config: Config
+    aggregator: Aggregator, redis: aioredis.Redis, config: Config
 ) -> None:
     for fields in HOSTILE:
         await redis.xadd(config.keys.heartbeats, fields)
@@ -148,7 +136,7 @@ async def _len_at_least(redis: aioredis.Redis, key: str, n: int) -> list[Any] | 
 
 
 async def test_snapshot_refreshes_while_idle(
-    running: Aggregator, redis: aioredis.Redis, config: Config
+    aggregator: Aggregator, redis: aioredis.Redis, config: Config
 ) -> None:
     first = await wait_until(lambda: meta(redis, config))
     later = await wait_until(lambda: _newer(redis, config, first.updated_at_ms))
@@ -224,7 +212,7 @@ def _pure_fold(entries: list[Any]) -> list[str]:
 
 
 async def test_freshness_is_coalesced_into_few_updates(
-    running: Aggregator, redis: aioredis.Redis, config: Config
+    aggregator: Aggregator, redis: aioredis.Redis, config: Config
 ) -> None:
     """200 heartbeats: one update at once (appeared), the rest folded into ~1/s flushes."""
     for i in range(100):

@@ -24,14 +24,9 @@ def hb(service: str, ok: bool = True) -> dict[str, bytes]:
 
 
 @pytest.fixture
-async def bus(config: Config) -> AsyncIterator[HealthBus]:
-    agg = Aggregator(config)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(agg.run)
-        await agg.is_leader.wait()
-        async with HealthBus.from_config(config) as client:
-            yield client
-        tg.cancel_scope.cancel()
+async def bus(aggregator: Aggregator, config: Config) -> AsyncIterator[HealthBus]:
+    async with HealthBus.from_config(config) as client:
+        yield client
 
 
 async def test_snapshot_before_and_after_data(

@@ -8,10 +8,10 @@ import msgspec
 import pytest
 
 from healthbus.config import Config
-from healthbus.schema import Meta, ServiceView, Update, encode
+from healthbus.schema import Meta, ServiceView, Update, encode, parse_stream_id
 from healthbus.web.events import Entry
 from healthbus.web.hub import Hub
-from healthbus.web.replica import NeedReload, Replica, parse_stream_id, stream_entries
+from healthbus.web.replica import NeedReload, Replica, stream_entries
 from healthbus.web.selection import Selection
 from healthbus.web.subscriber import RESYNC, Subscriber, parse_event_id
 from tests.webserver import transition, view
