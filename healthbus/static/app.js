@@ -275,7 +275,8 @@ function card(svc) {
     }
     li.append(dl);
   }
-  if (svc.instances?.length) li.append(instances(svc));
+  if (svc.instances?.length > 1) li.append(instances(svc));
+  else if (svc.instances?.length) li.append(el("p", "muted", `instance ${svc.instances[0].instance}`));
   return li;
 }
 
