@@ -17,14 +17,13 @@ import anyio
 import msgspec
 
 from healthbus import __version__
-from healthbus.config import Config
+from healthbus.config import LOCAL_REDIS_URL, Config
 from healthbus.errors import ConfigError, HealthBusError
 from healthbus.schema import STATUS_ORDER, json_schemas
 
 __all__ = ["main"]
 
 log = logging.getLogger("healthbus")
-LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -277,7 +276,7 @@ def _schema(config: Config, args: argparse.Namespace) -> int:
 
 
 def _with_url(config: Config) -> Config:
-    return config if config.redis_url else config.replace(redis_url=LOCAL_REDIS)
+    return config if config.redis_url else config.replace(redis_url=LOCAL_REDIS_URL)
 
 
 def _local_or_embedded(stack: ExitStack, local: tuple[str, int] = ("127.0.0.1", 6379)) -> str:

@@ -16,15 +16,19 @@ import msgspec
 from healthbus.errors import ConfigError
 from healthbus.keys import Keys
 
-__all__ = ["ENV_PREFIX", "Config"]
+__all__ = ["ENV_PREFIX", "LOCAL_REDIS_URL", "Config"]
 
 ENV_PREFIX = "HEALTHBUS_"
+#: What clients (CLI verbs, publishers) use when no Redis URL is configured.
+LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: None: `serve` uses 127.0.0.1:6379 if it answers, else starts an embedded server.
     redis_url: str | None = None
     namespace: str = "default"
+    #: This process's identity as a publisher; None: `host:pid` (`healthbus run`: the host).
+    instance: str | None = None
     #: With a token, details and writes need `Authorization: Bearer <token>`.
     token: str | None = None
     show_details: Literal["never", "when-authorized", "always"] = "when-authorized"

@@ -44,7 +44,7 @@ from healthbus.schema import (
 from publishers import _lifecycle
 from publishers._sender import Sender, make_client
 
-__all__ = ["Publisher", "PublisherStats", "default_instance"]
+__all__ = ["Publisher", "PublisherStats", "check_names", "default_host", "default_instance"]
 
 _NAME = re.compile(SERVICE_PATTERN)
 _INVALID_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.:-]")
@@ -70,10 +70,36 @@ class PublisherStats(msgspec.Struct, frozen=True, kw_only=True):
     invalid: int = 0
 
 
+def default_host() -> str:
+    """This host's name, made to fit the instance name rules (for identities that outlive a pid)."""
+    return (_INVALID_NAME_CHARS.sub("-", socket.gethostname()) or "host")[:100]
+
+
 def default_instance() -> str:
     """`host:pid`, made to fit the instance name rules."""
-    host = _INVALID_NAME_CHARS.sub("-", socket.gethostname()) or "host"
-    return f"{host[:100]}:{os.getpid()}"
+    return f"{default_host()}:{os.getpid()}"
+
+
+def check_names(service: str, instance: str | None, interval_s: float) -> None:
+    """Raise `InvalidMessage` for a bad service or instance name or interval: a caller bug."""
+    if not isinstance(service, str) or not _NAME.fullmatch(service):
+        raise InvalidMessage(
+            f"service name {service!r} is invalid: use 1-128 characters of A-Z a-z 0-9 _ . : -"
+        )
+    if instance is not None and (not isinstance(instance, str) or not _NAME.fullmatch(instance)):
+        raise InvalidMessage(
+            f"instance {instance!r} is invalid: use 1-128 characters of A-Z a-z 0-9 _ . : -",
+            service,
+        )
+    if (
+        isinstance(interval_s, bool)
+        or not isinstance(interval_s, int | float)
+        or not 0 < interval_s <= _MAX_INTERVAL_S
+    ):
+        raise InvalidMessage(
+            f"interval_s of {service!r} must be a number of seconds > 0, got {interval_s!r}",
+            service,
+        )
 
 
 class Publisher:
@@ -137,10 +163,11 @@ class Publisher:
 
     @classmethod
     def from_config(cls, config: Config, **options: Any) -> Publisher:
-        """A publisher for the configured URL and namespace; `options` as for the constructor."""
+        """A publisher for the configured URL, namespace and instance; `options` as for the
+        constructor."""
         if config.redis_url is None:
             raise ConfigError("no Redis URL configured: set HEALTHBUS_REDIS_URL or --redis-url")
-        return cls(config.redis_url, config.namespace, **options)
+        return cls(config.redis_url, config.namespace, **{"instance": config.instance, **options})
 
     def publish(
         self,
@@ -222,24 +249,7 @@ class Publisher:
             self._sender.wake.set()
 
     def _first_sight(self, service: str, instance: str, interval_s: float, kind: str) -> None:
-        if not isinstance(service, str) or not _NAME.fullmatch(service):
-            raise InvalidMessage(
-                f"service name {service!r} is invalid: use 1-128 characters of A-Z a-z 0-9 _ . : -"
-            )
-        if not isinstance(instance, str) or not _NAME.fullmatch(instance):
-            raise InvalidMessage(
-                f"instance {instance!r} is invalid: use 1-128 characters of A-Z a-z 0-9 _ . : -",
-                service,
-            )
-        if (
-            isinstance(interval_s, bool)
-            or not isinstance(interval_s, int | float)
-            or not 0 < interval_s <= _MAX_INTERVAL_S
-        ):
-            raise InvalidMessage(
-                f"interval_s of {service!r} must be a number of seconds > 0, got {interval_s!r}",
-                service,
-            )
+        check_names(service, instance, interval_s)
         if len(self._seen) < _MAX_TRACKED:
             self._seen[(service, instance)] = (float(interval_s), str(kind))
 
@@ -260,17 +270,19 @@ class Publisher:
     def closed(self) -> bool:
         return self._closed
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 5.0, *, goodbye: bool = True) -> None:
         """Say goodbye for every (service, instance) published, flush within `timeout`, stop.
 
         Idempotent and safe from any thread. What is still unsent at the deadline is dropped
         (and counted); the daemon thread is then left to finish its last socket timeout.
+        `goodbye=False` is for a job that ends but is due again (`healthbus run`): its last
+        heartbeat must stay, so that a missed next run is noticed.
         """
         with self._close_lock:
             if self._closed:
                 return
             self._closed = True
-        for (service, instance), (interval_s, kind) in self._seen.copy().items():
+        for (service, instance), (interval_s, kind) in self._seen.copy().items() if goodbye else ():
             self._push(
                 Heartbeat(
                     v=SCHEMA_VERSION,
