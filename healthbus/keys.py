@@ -51,5 +51,10 @@ class Keys:
         self.commands = self.prefix + "commands"
         self.expected = self.prefix + "expected"
 
+    def rollup(self, resolution: str, service: str) -> str:
+        """The SLA rollup hash of one service at one resolution (`minute`, `hour`, `day`):
+        one field per bucket; see healthbus/web/history.py for its fields."""
+        return f"{self.prefix}sla:{resolution}:{service}"
+
     def __repr__(self) -> str:
         return f"Keys({self.namespace!r})"
