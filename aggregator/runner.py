@@ -26,7 +26,7 @@ from aggregator.rules import Rules
 from aggregator.state import FoldState
 from healthbus import __version__
 from healthbus.config import Config
-from healthbus.connection import CONNECTION_ERRORS, Backoff, connect
+from healthbus.connection import CONNECTION_ERRORS, TIME_SCRIPT, AsyncClient, Backoff, connect
 from healthbus.errors import InvalidMessage, NotLeader
 from healthbus.schema import (
     Meta,
@@ -124,7 +124,7 @@ class Aggregator:
                 await self._step_down(client)
                 await client.aclose()
 
-    async def _try_lead(self, client: aioredis.Redis) -> bool:
+    async def _try_lead(self, client: AsyncClient) -> bool:
         if self.token:
             if await self._renew_script(keys=[self.keys.leader], args=[self.token, self._ttl_ms]):
                 return True
@@ -141,7 +141,7 @@ class Aggregator:
         log.info("leading namespace %s as epoch %d", self.keys.namespace, epoch)
         return True
 
-    async def _lead(self, client: aioredis.Redis) -> None:
+    async def _lead(self, client: AsyncClient) -> None:
         await self._sample_time(client)
         await self._load(client)
         folder = self.folder
@@ -176,7 +176,7 @@ class Aggregator:
     # -- folding and committing -------------------------------------------------------
 
     async def _fold_entries(
-        self, client: aioredis.Redis, entries: Sequence[Entry], sent_ms: int, block_ms: int
+        self, client: AsyncClient, entries: Sequence[Entry], sent_ms: int, block_ms: int
     ) -> None:
         folder = self.folder
         assert folder is not None
@@ -219,7 +219,7 @@ class Aggregator:
         self._lag_ms = 0
         return max(last_ms, sent_ms)
 
-    async def _tick(self, client: aioredis.Redis) -> None:
+    async def _tick(self, client: AsyncClient) -> None:
         """Once a second: lease, clock, gap check, freshness flush and the `_meta` refresh.
 
         It folds no deadlines: only a read knows how far Redis time has safely passed.
@@ -233,7 +233,7 @@ class Aggregator:
         self.dirty = True
         await self._commit_parts(client, [], [], cursor=self.cursor, flush=True)
 
-    async def _check_stream(self, client: aioredis.Redis) -> None:
+    async def _check_stream(self, client: AsyncClient) -> None:
         """Measure the buffer; detect entries trimmed past the cursor before they were read."""
         try:
             info: Any = await client.xinfo_stream(self.keys.heartbeats)
@@ -260,7 +260,7 @@ class Aggregator:
 
     async def _commit_parts(
         self,
-        client: aioredis.Redis,
+        client: AsyncClient,
         transitions: list[Transition],
         dead: list[DeadLetter],
         *,
@@ -277,7 +277,7 @@ class Aggregator:
             await self._commit(client, part, cursor if last else self.cursor, trim=flush and last)
         self.dirty = False
 
-    async def _commit(self, client: aioredis.Redis, part: Part, cursor: str, trim: bool) -> None:
+    async def _commit(self, client: AsyncClient, part: Part, cursor: str, trim: bool) -> None:
         folder = self.folder
         assert folder is not None
         state = folder.state
@@ -382,7 +382,7 @@ class Aggregator:
 
     # -- leadership and state ---------------------------------------------------------
 
-    async def _load(self, client: aioredis.Redis) -> None:
+    async def _load(self, client: AsyncClient) -> None:
         """Start from what Redis holds, unless our own memory is exactly that or newer."""
         raw_meta: Any = await client.hget(self.keys.snapshot, "_meta")
         meta = decode_meta(raw_meta)
@@ -423,7 +423,7 @@ class Aggregator:
         self.token = ""
         self.is_leader = anyio.Event()
 
-    async def _step_down(self, client: aioredis.Redis) -> None:
+    async def _step_down(self, client: AsyncClient) -> None:
         if not self.token:
             return
         try:
@@ -444,8 +444,9 @@ class Aggregator:
     def _ttl_ms(self) -> int:
         return int(self.config.lease_ttl_s * 1000)
 
-    async def _sample_time(self, client: aioredis.Redis) -> None:
-        seconds, micros = await client.time()
+    async def _sample_time(self, client: AsyncClient) -> None:
+        reply: Any = await client.eval(TIME_SCRIPT, 1, self.keys.heartbeats)
+        seconds, micros = reply
         self._time_base = (int(seconds) * 1000 + int(micros) // 1000, time.monotonic())
 
     def _redis_now(self) -> int:

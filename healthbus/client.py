@@ -9,27 +9,32 @@ async for t in bus.transitions(group="pager"):   # automations: at least once, r
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import msgspec
-import redis.asyncio as aioredis
 import redis.exceptions
 
 from healthbus.config import Config
-from healthbus.connection import bus_errors, connect
+from healthbus.connection import AsyncClient, bus_errors, connect
 from healthbus.keys import Keys
 from healthbus.schema import Meta, ServiceView, Transition, Update, decode_meta
 
-__all__ = ["HealthBus", "Snapshot"]
+__all__ = ["Entry", "HealthBus", "Snapshot", "default_consumer"]
 
 _view_decoder = msgspec.json.Decoder(ServiceView)
 _update_decoder = msgspec.json.Decoder(Update)
 _transition_decoder = msgspec.json.Decoder(Transition)
 BLOCK_MS = 5000
+#: XAUTOCLAIM pages scanned per call: bounds one take-over pass over a long pending list.
+CLAIM_PAGES = 100
+log = logging.getLogger("healthbus.client")
+#: A transitions-stream entry: its id and the transition (None: trimmed away or unreadable).
+Entry: TypeAlias = tuple[str, Transition | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +49,7 @@ class HealthBus:
     def __init__(self, redis_url: str, namespace: str = "default") -> None:
         self.url = redis_url
         self.keys = Keys(namespace)
-        self.redis: aioredis.Redis = connect(redis_url, block_ms=BLOCK_MS, name="healthbus-client")
+        self.redis: AsyncClient = connect(redis_url, block_ms=BLOCK_MS, name="healthbus-client")
 
     @classmethod
     def from_config(cls, config: Config) -> HealthBus:
@@ -73,6 +78,15 @@ class HealthBus:
             raw: Any = await self.redis.hget(self.keys.snapshot, name)
         return _view_decoder.decode(raw) if raw else None
 
+    async def services(self, names: Iterable[str]) -> dict[str, ServiceView]:
+        """The named services that the snapshot holds, in one round trip."""
+        wanted = list(dict.fromkeys(names))
+        if not wanted:
+            return {}
+        with bus_errors(self.url):
+            raws: Any = await self.redis.hmget(self.keys.snapshot, wanted)
+        return {n: _view_decoder.decode(raw) for n, raw in zip(wanted, raws, strict=True) if raw}
+
     async def updates(self, after: str = "$") -> AsyncIterator[tuple[str, Update]]:
         """Updates entries after stream id `after` ("$": only new ones), with their ids."""
         cursor = after
@@ -94,34 +108,80 @@ class HealthBus:
         handled when the process died is delivered again (first) after a restart. A new group
         starts at `start` ("$": from now, "0": the whole retained history).
         """
-        consumer = consumer or f"{socket.gethostname()}:{os.getpid()}"
-        key = self.keys.transitions
-        await self._ensure_group(group, start)
-        cursor = "0"  # our own pending entries first, then new ones
+        consumer = consumer or default_consumer()
+        await self.ensure_group(group, start)
+        pending = True  # our own pending entries first, then new ones
         while True:
-            try:
-                with bus_errors(self.url):
-                    reply: Any = await self.redis.xreadgroup(
-                        group, consumer, {key: cursor}, count=100, block=BLOCK_MS
-                    )
-            except redis.exceptions.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                await self._ensure_group(group, "0")  # Redis lost it (restarted empty)
+            entries = await self.read_transitions(group, consumer, pending=pending)
+            if pending and not entries:
+                pending = False
                 continue
-            entries = reply[0][1] if reply else []
-            if cursor == "0" and not entries:
-                cursor = ">"
-                continue
-            for raw_id, fields in entries:
-                if fields is None:  # pending but already trimmed away
-                    await self.redis.xack(key, group, raw_id)
-                    continue
-                yield _transition_decoder.decode(fields[b"m"])
-                with bus_errors(self.url):
-                    await self.redis.xack(key, group, raw_id)
+            for entry_id, transition in entries:
+                if transition is not None:  # None: trimmed away while pending, or unreadable
+                    yield transition
+                await self.ack(group, [entry_id])
 
-    async def _ensure_group(self, group: str, start: str) -> None:
+    async def read_transitions(
+        self,
+        group: str,
+        consumer: str,
+        *,
+        pending: bool = False,
+        block_ms: int = BLOCK_MS,
+        count: int = 100,
+    ) -> list[Entry]:
+        """One read through `group`, not acked: this consumer's own pending entries, or new
+        ones waiting up to `block_ms`. For consumers that ack in batches (the notifier)."""
+        reply: Any = await self._in_group(
+            group,
+            self.redis.xreadgroup(
+                group,
+                consumer,
+                {self.keys.transitions: "0" if pending else ">"},
+                count=count,
+                block=None if pending else max(1, block_ms),
+            ),
+        )
+        return [_entry(raw_id, fields) for raw_id, fields in (reply[0][1] if reply else [])]
+
+    async def claim_transitions(
+        self, group: str, consumer: str, min_idle_ms: int, *, count: int = 100
+    ) -> list[Entry]:
+        """Entries that other consumers of `group` left pending for `min_idle_ms` (they
+        died or hung), now this consumer's: the take-over half of at-least-once."""
+        out: list[Entry] = []
+        cursor = "0-0"
+        for _ in range(CLAIM_PAGES):
+            reply: Any = await self._in_group(
+                group,
+                self.redis.xautoclaim(
+                    self.keys.transitions, group, consumer, min_idle_ms, cursor, count=count
+                ),
+            )
+            if not reply:
+                break
+            out.extend(_entry(i, f) for i, f in reply[1] if i is not None)
+            cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+            if cursor == "0-0" or len(out) >= count:
+                break
+        return out
+
+    async def touch(self, group: str, consumer: str, ids: Sequence[str]) -> None:
+        """Reset the idle time of entries this consumer still works on, so no other consumer
+        takes them over while, say, a send is being retried."""
+        if ids:
+            with bus_errors(self.url):
+                await self.redis.xclaim(
+                    self.keys.transitions, group, consumer, 0, list(ids), justid=True
+                )
+
+    async def ack(self, group: str, ids: Sequence[str]) -> None:
+        if ids:
+            with bus_errors(self.url):
+                await self.redis.xack(self.keys.transitions, group, *ids)
+
+    async def ensure_group(self, group: str, start: str = "$") -> None:
+        """Create consumer group `group` at `start` unless it exists."""
         try:
             with bus_errors(self.url):
                 await self.redis.xgroup_create(
@@ -130,3 +190,31 @@ class HealthBus:
         except redis.exceptions.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+
+    async def _in_group(self, group: str, call: Awaitable[Any]) -> Any:
+        """Await a group command; None when Redis lost the group (it restarted empty), which
+        is then made again from the start of what the stream holds."""
+        try:
+            with bus_errors(self.url):
+                return await call
+        except redis.exceptions.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+        await self.ensure_group(group, "0")
+        return None
+
+
+def default_consumer() -> str:
+    """This process's consumer name: `host:pid`."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _entry(raw_id: bytes, fields: dict[bytes, bytes] | None) -> Entry:
+    raw = fields.get(b"m") if fields else None
+    if raw is None:
+        return raw_id.decode(), None
+    try:
+        return raw_id.decode(), _transition_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        log.warning("skipping unreadable transition %s: %s", raw_id.decode(), exc)
+        return raw_id.decode(), None

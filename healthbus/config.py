@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from healthbus.connection import parse_url
 from healthbus.errors import ConfigError
 from healthbus.keys import Keys
 
@@ -63,13 +64,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     def __post_init__(self) -> None:
         Keys(self.namespace)  # validates the name
-        if self.redis_url is not None and not self.redis_url.startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
-            raise ConfigError(
-                f"redis_url {self.redis_url!r} is not a Redis URL: "
-                "use redis://host:port/db, rediss://… or unix:///path"
-            )
+        if self.redis_url is not None:
+            parse_url(self.redis_url)  # one server, a cluster or Sentinel; else a ConfigError
         if not 0 < self.degraded_after <= self.error_after:
             raise ConfigError("degraded_after must be > 0 and <= error_after")
         if self.lease_ttl_s < 1:

@@ -21,11 +21,17 @@ from typing import Final
 
 import msgspec
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from healthbus.connection import CONNECTION_ERRORS, Backoff, redact_url
-from healthbus.errors import ConfigError, InvalidMessage
+from healthbus.connection import (
+    CONNECTION_ERRORS,
+    REROUTE_ERRORS,
+    Backoff,
+    SyncClient,
+    connect_sync,
+    parse_url,
+    write_pool,
+)
+from healthbus.errors import InvalidMessage
 from healthbus.schema import MESSAGE_MAX_BYTES, Heartbeat, decode_heartbeat, encode
 from publishers.scrub import clean_error, scrub
 
@@ -43,38 +49,33 @@ _WARN_LIMIT: Final = 1000
 
 def make_client(
     url: str, *, timeout: float = SOCKET_TIMEOUT_S, name: str | None = None
-) -> redis.Redis:
+) -> SyncClient:
     """A sync client that never retries on its own: reconnecting is the caller's loop's job."""
-    try:
-        return redis.Redis.from_url(
-            url,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            socket_keepalive=True,
-            retry=Retry(NoBackoff(), 0),
-            client_name=name,
-            decode_responses=False,
-        )
-    except ValueError as exc:
-        raise ConfigError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from None
+    return connect_sync(url, timeout=timeout, name=name)
 
 
 class Sender:
     """Drains `buffer` into the heartbeats stream `key` from its own daemon thread.
 
+    The client is made in the thread, on first use and again after a failed send: a cluster
+    client reads the slot map when made, and a failover moves the key to another server.
     Counters are written by this thread only and read by anyone (int reads are atomic).
     """
 
     def __init__(
         self,
-        client: redis.Redis,
+        url: str,
         key: str,
         buffer: deque[Heartbeat],
         *,
+        name: str | None,
         batch_size: int,
         flush_interval_s: float,
     ) -> None:
-        self.client = client
+        parse_url(url)  # a bad URL is the caller's to hear about, now
+        self.url = url
+        self.name = name
+        self.client: SyncClient | None = None
         self.key = key
         self.buffer = buffer
         self.batch_size = batch_size
@@ -106,8 +107,13 @@ class Sender:
             self.thread.join(timeout + 0.1)
         ended = not self.thread.is_alive()
         if ended:
-            self.client.close()
+            self._drop_client()
         return ended
+
+    def _drop_client(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            client.close()
 
     def _run(self) -> None:
         try:
@@ -201,9 +207,12 @@ class Sender:
         by hiredis): about a quarter of the CPU of redis-py's Pipeline per entry, which is CPU
         this thread would otherwise take from the host service under the GIL.
         """
-        pool = self.client.connection_pool
         errors: list[redis.ResponseError] = []
+        reroute: BaseException | None = None
         try:
+            if self.client is None:
+                self.client = make_client(self.url, name=self.name)
+            pool = write_pool(self.client, self.key)
             conn = pool.get_connection()
             try:
                 payload = b"".join([self._head + _bulk(m) for m in batch])
@@ -211,6 +220,8 @@ class Sender:
                 for _ in batch:
                     try:
                         conn.read_response()
+                    except REROUTE_ERRORS as exc:  # a failover or resharding moved the key
+                        reroute = reroute or exc
                     except redis.ResponseError as exc:
                         errors.append(exc)
             except BaseException:
@@ -223,6 +234,9 @@ class Sender:
             return False
         except redis.RedisError as exc:
             self._failed(exc)
+            return False
+        if reroute is not None:
+            self._failed(reroute)  # the whole batch again, to wherever the key lives now
             return False
         self.connected = True
         self.sent += len(batch) - len(errors)
@@ -239,6 +253,7 @@ class Sender:
         self.failed_batches += 1
         self.connected = False
         self.last_error = scrub(f"{type(exc).__name__}: {exc}")
+        self._drop_client()  # the next attempt asks again where the key lives
 
 
 def _bulk(value: bytes) -> bytes:

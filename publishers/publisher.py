@@ -42,9 +42,16 @@ from healthbus.schema import (
     SelfStatus,
 )
 from publishers import _lifecycle
-from publishers._sender import Sender, make_client
+from publishers._sender import Sender
 
-__all__ = ["Publisher", "PublisherStats", "check_names", "default_host", "default_instance"]
+__all__ = [
+    "Publisher",
+    "PublisherStats",
+    "check_names",
+    "default_host",
+    "default_instance",
+    "describe_error",
+]
 
 _NAME = re.compile(SERVICE_PATTERN)
 _INVALID_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.:-]")
@@ -143,11 +150,11 @@ class Publisher:
         self._seen: dict[tuple[str, str], tuple[float, str]] = {}
         self._closed = False
         self._close_lock = threading.Lock()
-        client = make_client(self.redis_url, name=f"healthbus-publisher:{self.instance}")
         self._sender = Sender(
-            client,
+            self.redis_url,
             self.keys.heartbeats,
             self._buffer,
+            name=f"healthbus-publisher:{self.instance}",
             batch_size=self._batch_size,
             flush_interval_s=self._flush_interval_s,
         )
@@ -196,7 +203,7 @@ class Publisher:
         if (service, inst) not in self._seen:
             self._first_sight(service, inst, interval_s, kind)
         if error is not None and error.__class__ is not str:
-            error = _describe(error)
+            error = describe_error(error)
         buf = self._buffer
         if len(buf) == self._buffer_size:
             self._dropped += 1
@@ -334,7 +341,8 @@ class Publisher:
         )
 
 
-def _describe(error: object) -> str:
+def describe_error(error: object) -> str:
+    """An exception as "Type: message" (just "Type" when it has no message)."""
     if isinstance(error, BaseException):
         text = str(error)
         return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -21,10 +21,9 @@ from typing import Any, Final
 
 import anyio
 import msgspec
-import redis.asyncio as aioredis
 
 from healthbus.config import Config
-from healthbus.connection import CONNECTION_ERRORS, Backoff
+from healthbus.connection import CONNECTION_ERRORS, TIME_SCRIPT, AsyncClient, Backoff
 from healthbus.schema import Update, decode_meta, parse_stream_id
 from healthbus.web.events import Entry, render_snapshot
 from healthbus.web.replica import NeedReload, Replica
@@ -53,7 +52,7 @@ _update_decoder = msgspec.json.Decoder(Update)
 class Hub:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: AsyncClient,
         config: Config,
         *,
         block_ms: int = BLOCK_MS,
@@ -235,7 +234,7 @@ class Hub:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(self.keys.snapshot)
             pipe.xrevrange(self.keys.updates, count=1)
-            pipe.time()
+            pipe.eval(TIME_SCRIPT, 1, self.keys.snapshot)
             rows, last, now = await pipe.execute()
         self._sample_time(now)
         fresh = Replica.load(rows, last[0][0].decode() if last else None)
@@ -275,7 +274,7 @@ class Hub:
     async def _poll_meta(self) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(self.keys.snapshot, "_meta")
-            pipe.time()
+            pipe.eval(TIME_SCRIPT, 1, self.keys.snapshot)
             raw, now = await pipe.execute()
         self._sample_time(now)
         self._set_connected(True)
@@ -340,7 +339,7 @@ def _decode_update(fields: dict[bytes, bytes]) -> Update | None:
 
 @asynccontextmanager
 async def running_hub(
-    redis: aioredis.Redis, config: Config, *, start_timeout: float = 2.0, **options: Any
+    redis: AsyncClient, config: Config, *, start_timeout: float = 2.0, **options: Any
 ) -> AsyncIterator[Hub]:
     """A hub whose reader runs for the duration of the block; waits (bounded) for the first
     load so the first requests see data when Redis is there."""

@@ -15,7 +15,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 
 from healthbus import __version__
 from healthbus.config import Config
-from healthbus.connection import CONNECTION_ERRORS
+from healthbus.connection import CONNECTION_ERRORS, TIME_SCRIPT
 from healthbus.schema import decode_meta
 from healthbus.web.document import HealthQuery, ServerInfo, health_document
 from healthbus.web.hub import Hub
@@ -57,7 +57,7 @@ async def ready(request: Request) -> Response:
     try:
         with anyio.fail_after(PROBE_TIMEOUT_S):
             async with client.pipeline(transaction=False) as pipe:
-                pipe.time()
+                pipe.eval(TIME_SCRIPT, 1, config.keys.snapshot)
                 pipe.hget(config.keys.snapshot, "_meta")
                 (seconds, micros), raw = await pipe.execute()
     except REDIS_ERRORS as exc:
