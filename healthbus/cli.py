@@ -56,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(config: Config, args: argparse.Namespace) -> int:
     from healthbus.web.app import check_bind
 
+    probes = _load_probes(config, args, required=False)
     with ExitStack() as stack:
         if config.redis_url is None:
             config = config.replace(redis_url=_local_or_embedded(stack))
@@ -65,11 +66,11 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
             f"{config.port}/ (Redis {_redact(config.redis_url)}, namespace {config.namespace})",
             file=sys.stderr,
         )
-        anyio.run(_serve_all, config, args.demo)
+        anyio.run(_serve_all, config, args.demo, probes)
     return 0
 
 
-async def _serve_all(config: Config, demo: bool) -> None:
+async def _serve_all(config: Config, demo: bool, probes: Sequence[Any] = ()) -> None:
     from aggregator import Aggregator
 
     server = _web_server(config) if config.workers == 1 else None
@@ -82,6 +83,10 @@ async def _serve_all(config: Config, demo: bool) -> None:
 
             assert config.redis_url
             tg.start_soon(run_demo, config.redis_url, config.namespace)
+        if probes:
+            from publishers.probes import serve_probes
+
+            tg.start_soon(serve_probes, config, probes)
         if server is not None:
             await server.serve()
         else:
@@ -160,6 +165,48 @@ def _web(config: Config, args: argparse.Namespace) -> int:
     inherited = os.environ.get(CONFIG_ENV)  # `serve --workers N` hands its whole config down
     run_web(msgspec.json.decode(inherited, type=Config) if inherited else _with_url(config))
     return 0
+
+
+def _probe(config: Config, args: argparse.Namespace) -> int:
+    from publishers.probes import check_all, serve_probes
+
+    probes = _load_probes(config, args, required=True)
+    if args.once:
+        results = anyio.run(check_all, probes)
+        print(f"{'PROBE':30} {'TYPE':8} {'STATUS':9} {'MS':>9}  ERROR / HINT")
+        for probe, r in zip(probes, results, strict=True):
+            ms = "-" if r.duration_ms is None else f"{r.duration_ms:.1f}"
+            note = r.error or r.hint or ""
+            print(f"{probe.name[:30]:30} {probe.type:8} {r.status:9} {ms:>9}  {note}")
+        return 0 if all(r.status == "healthy" for r in results) else 1
+    config = _with_url(config)
+    print(
+        f"healthbus: {len(probes)} probe(s) publishing to Redis {_redact(config.redis_url)}, "
+        f"namespace {config.namespace}",
+        file=sys.stderr,
+    )
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_on_signal, tg.cancel_scope.cancel)
+            await serve_probes(config, probes)
+
+    anyio.run(run)
+    return 0
+
+
+def _load_probes(config: Config, args: argparse.Namespace, *, required: bool) -> list[Any]:
+    """The probes of `--probes`, else the `[[probe]]` tables of the config file itself; all
+    validated before anything starts."""
+    from healthbus.config import ENV_PREFIX
+    from publishers.probes import load_probes
+
+    path = config.probes or args.config or os.environ.get(ENV_PREFIX + "CONFIG")
+    if path is None:
+        if required:
+            raise ConfigError("no probes file: pass --probes probes.toml (or HEALTHBUS_PROBES)")
+        return []
+    return load_probes(path, allow_empty=not (required or config.probes))
 
 
 def _publish(config: Config, args: argparse.Namespace) -> int:
@@ -328,6 +375,10 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = verb("serve", _serve, "aggregator + web (+ demo services) in one process", web)
     serve.add_argument("--demo", action="store_true", help="add simulated services")
+    serve.add_argument("--probes", help="TOML file of [[probe]] tables to run as well")
+    probe = verb("probe", _probe, "check infrastructure (HTTP, TCP, Redis, PostgreSQL, custom)")
+    probe.add_argument("--probes", help="TOML file of [[probe]] tables (default: --config)")
+    probe.add_argument("--once", action="store_true", help="check each once, print, exit")
     agg = verb("aggregator", _aggregator, "fold heartbeats (one leads, others stand by)")
     agg.add_argument("--name", help="this aggregator's name (default host:pid)")
     verb("web", _web, "the dashboard, /api/health and the SSE feed", web)

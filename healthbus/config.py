@@ -37,6 +37,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     port: int = 8080
     workers: int = 1
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    #: A TOML file of `[[probe]]` tables for `serve` and `probe`; None: the config file's own.
+    probes: str | None = None
 
     # Status rules: age thresholds as multiples of the promised interval.
     degraded_after: float = 2.0
