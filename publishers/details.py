@@ -1,0 +1,68 @@
+"""Turning whatever a task hands back into `details` the bus accepts.
+
+A decorated function may return any mapping (a row count, or a dict meant for someone else
+entirely). Sending it as is would make the aggregator flag the service as broken the first
+time a value is a list or the map outgrows 2 KiB, so the publisher would be what harms the
+service. Instead the entries that fit are kept and the rest left out: string keys of 1-64
+characters, scalar values, at most 32 entries and 2 KiB encoded. Strings are scrubbed of
+credentials like error texts, since details are shown on the dashboard too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from typing import Any, Final
+
+from healthbus.schema import DETAILS_MAX_BYTES, Details, DetailValue, encode
+from publishers.scrub import scrub, truncate_utf8
+
+__all__ = ["MAX_ENTRIES", "clean_details"]
+
+MAX_ENTRIES: Final = 32
+#: Entries looked at: a huge mapping costs the caller a bounded amount of time.
+_SCAN_ENTRIES: Final = 4 * MAX_ENTRIES
+_KEY_MAX: Final = 64
+_STRING_MAX_BYTES: Final = 256
+_INT_RANGE: Final = range(-(2**63), 2**63)
+
+
+def clean_details(*sources: Mapping[Any, Any] | None) -> Details | None:
+    """The entries of `sources` that fit a heartbeat's `details`, or None when none do.
+
+    An earlier source wins a key (explicit details over a returned mapping); entries that do
+    not fit are left out, never an error.
+    """
+    out: Details = {}
+    size = 2  # the braces
+    for values in sources:
+        if not values:
+            continue
+        for key, value in itertools.islice(values.items(), _SCAN_ENTRIES):
+            if not isinstance(key, str) or not 0 < len(key) <= _KEY_MAX or key in out:
+                continue
+            fits, fitted = _fit(value)
+            if not fits:
+                continue
+            cost = len(encode(key)) + len(encode(fitted)) + 2  # ':' and ','
+            if size + cost > DETAILS_MAX_BYTES:
+                continue
+            out[key] = fitted
+            size += cost
+            if len(out) == MAX_ENTRIES:
+                return out
+    return out or None
+
+
+def _fit(value: object) -> tuple[bool, DetailValue]:
+    """(True, the value as sent) for a scalar, (False, None) for anything else."""
+    if value is None or isinstance(value, bool):
+        return True, value
+    if isinstance(value, float):
+        return True, value if math.isfinite(value) else None  # JSON has no NaN: sent as null
+    if isinstance(value, int):
+        return True, int(value) if value in _INT_RANGE else float(value)
+    if isinstance(value, str):
+        return True, truncate_utf8(scrub(value[: 4 * _STRING_MAX_BYTES]), _STRING_MAX_BYTES)
+    return False, None
