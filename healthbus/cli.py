@@ -314,6 +314,15 @@ def _print_transition(t: Any, as_json: bool) -> None:
         print(f"{t.at}  {t.service}  {t.from_} -> {t.to}  {t.reason}", flush=True)
 
 
+def _run(config: Config, args: argparse.Namespace) -> int:
+    from publishers.run import run_job
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    return run_job(
+        config, command, service=args.service, interval_s=args.interval, timeout_s=args.timeout
+    )
+
+
 def _schema(config: Config, args: argparse.Namespace) -> int:
     print(msgspec.json.format(msgspec.json.encode(json_schemas()), indent=2).decode())
     return 0
@@ -402,6 +411,12 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--all", action="store_true", help="start from the retained history")
     tail.add_argument("--json", action="store_true")
     verb("schema", _schema, "print the JSON Schema of every message")
+    run = verb("run", _run, "run a cron job or script; report its start and finish (-- CMD …)")
+    run.add_argument("--service", help="default: the command's name")
+    run.add_argument("--interval", type=float, help="how often it runs, seconds (86400)")
+    run.add_argument("--timeout", type=float, help="seconds the run may take (default: interval)")
+    run.add_argument("--instance", help="default: $HEALTHBUS_INSTANCE, else this host's name")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- the command and its arguments")
     return parser
 
 
