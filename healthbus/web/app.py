@@ -28,8 +28,19 @@ from healthbus.config import Config
 from healthbus.connection import connect
 from healthbus.errors import ConfigError
 from healthbus.schema import encode
+from healthbus.web.api import (
+    incidents,
+    service_detail,
+    service_history,
+    service_sla,
+    transitions,
+)
+from healthbus.web.badge import badge
 from healthbus.web.hub import BLOCK_MS, running_hub
+from healthbus.web.metrics import metrics
+from healthbus.web.openapi import openapi
 from healthbus.web.routes import api_health, dashboard, health, ready
+from healthbus.web.session import create_session, delete_session, get_session
 from healthbus.web.stream import health_stream
 
 __all__ = ["CONFIG_ENV", "STATIC_DIR", "app_from_env", "check_bind", "create_app", "run_web"]
@@ -71,6 +82,17 @@ def create_app(
         Route("/ready", ready, methods=["GET"]),
         Route("/api/health", api_health, methods=["GET"]),
         Route("/api/health/stream", health_stream, methods=["GET"]),
+        Route("/api/services/{name}", service_detail, methods=["GET"]),
+        Route("/api/services/{name}/history", service_history, methods=["GET"]),
+        Route("/api/services/{name}/sla", service_sla, methods=["GET"]),
+        Route("/api/transitions", transitions, methods=["GET"]),
+        Route("/api/incidents", incidents, methods=["GET"]),
+        Route("/api/session", get_session, methods=["GET"]),
+        Route("/api/session", create_session, methods=["POST"]),
+        Route("/api/session", delete_session, methods=["DELETE"]),
+        Route("/badge/{name}.svg", badge, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
         Route("/", dashboard, methods=["GET"]),
         Mount("/static", StaticFiles(directory=static, check_dir=False), name="static"),
     ]

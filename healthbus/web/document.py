@@ -17,9 +17,9 @@ from starlette.datastructures import QueryParams
 
 from healthbus.schema import STATUS_ORDER, encode, iso_ms
 from healthbus.web.replica import Replica
-from healthbus.web.selection import KIND_GROUPS, BadQuery, kind_group, redact_view
+from healthbus.web.selection import KIND_GROUPS, BadQuery, int_param, kind_group, redact_view
 
-__all__ = ["HealthQuery", "ServerInfo", "health_document"]
+__all__ = ["HealthDocument", "HealthQuery", "ServerInfo", "health_document"]
 
 DEFAULT_LIMIT: Final = 1000
 MAX_LIMIT: Final = 50_000
@@ -59,31 +59,19 @@ class HealthQuery:
             statuses=statuses or None,
             kinds=kinds or None,
             name=query.get("name") or None,
-            limit=_int(query, "limit", DEFAULT_LIMIT, MAX_LIMIT),
-            offset=_int(query, "offset", 0, None),
+            limit=int_param(query, "limit", DEFAULT_LIMIT, MAX_LIMIT),
+            offset=int_param(query, "offset", 0, None),
         )
 
 
-def _int(query: QueryParams, key: str, default: int, most: int | None) -> int:
-    raw = query.get(key)
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit():
-        raise BadQuery(f"{key}={raw!r} must be a whole number >= 0")
-    value = int(raw)
-    if most is not None and value > most:
-        raise BadQuery(f"{key}={value} is over the maximum of {most}")
-    return value
-
-
-class _Server(msgspec.Struct):
+class HealthServer(msgspec.Struct):
     version: str
     started_at: str
     uptime_seconds: float
     sse_clients: int
 
 
-class _Bus(msgspec.Struct):
+class BusInfo(msgspec.Struct):
     leader: str | None
     epoch: int | None
     gen: str | None
@@ -94,12 +82,12 @@ class _Bus(msgspec.Struct):
     stale: bool
 
 
-class _Document(msgspec.Struct):
+class HealthDocument(msgspec.Struct):
     status: str
     seq: int
     as_of: str | None
-    server: _Server
-    bus: _Bus
+    server: HealthServer
+    bus: BusInfo
     services: dict[str, msgspec.Raw]
     counts: dict[str, int]
     total: int
@@ -134,17 +122,17 @@ def health_document(
         view = views[n]
         raw = encode(redact_view(view)) if redact else replica.raw(n)
         groups[kind_group(view.kind)].append(raw)
-    document = _Document(
+    document = HealthDocument(
         status=replica.status,
         seq=replica.seq,
         as_of=meta.as_of if meta else None,
-        server=_Server(
+        server=HealthServer(
             version=server.version,
             started_at=iso_ms(server.started_ms),
             uptime_seconds=round(max(0, server.now_ms - server.started_ms) / 1000, 3),
             sse_clients=server.sse_clients,
         ),
-        bus=_Bus(
+        bus=BusInfo(
             leader=(meta.leader if not redact else "") if meta else None,
             epoch=meta.epoch if meta else None,
             gen=meta.gen if meta else None,

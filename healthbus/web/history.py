@@ -26,8 +26,8 @@ from __future__ import annotations
 from typing import Any, Final, Literal
 
 import msgspec
-import redis.asyncio as aioredis
 
+from healthbus.connection import AsyncClient
 from healthbus.keys import Keys
 from healthbus.schema import ServiceView, Status, Transition, iso_ms, parse_stream_id
 from healthbus.web.transitions import Scan, oldest_ms
@@ -64,7 +64,7 @@ _rollup_decoder = msgspec.json.Decoder(_Rollup)
 
 
 async def read_history(
-    redis: aioredis.Redis,
+    redis: AsyncClient,
     keys: Keys,
     name: str,
     *,
@@ -125,7 +125,7 @@ def _from_rollups(rows: dict[bytes, bytes]) -> dict[int, Tally]:
 
 
 async def _from_transitions(
-    redis: aioredis.Redis,
+    redis: AsyncClient,
     key: str,
     name: str,
     start_ms: int,

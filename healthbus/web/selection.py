@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
 import msgspec
 from starlette.datastructures import QueryParams
+from starlette.requests import cookie_parser
 
 from healthbus.config import Config
 from healthbus.schema import InstanceView, ServiceView, Transition
+from healthbus.web.cookie import COOKIE_NAME, session_valid
 
 __all__ = [
     "KIND_GROUPS",
     "BadQuery",
     "Selection",
     "authorized",
+    "int_param",
     "kind_group",
     "redact_transition",
     "redact_view",
+    "token_matches",
     "withholds_details",
 ]
 
@@ -83,14 +88,38 @@ def _values(query: QueryParams, key: str) -> list[str]:
     return values
 
 
-def authorized(config: Config, headers: Mapping[str, str]) -> bool:
-    """True when no token is configured or the request carries it as a bearer token."""
+def authorized(config: Config, headers: Mapping[str, str], now_s: float | None = None) -> bool:
+    """True when no token is configured, or the request carries it as a bearer token, or
+    carries a valid session cookie (what the dashboard's `EventSource` can send)."""
     if config.token is None:
         return True
     scheme, _, given = headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
+    if scheme.lower() == "bearer":
+        return token_matches(config, given.strip())
+    session = cookie_parser(headers.get("cookie", "")).get(COOKIE_NAME)
+    if not session:
         return False
-    return hmac.compare_digest(given.strip().encode(), config.token.encode())
+    return session_valid(config.token, session, time.time() if now_s is None else now_s)
+
+
+def token_matches(config: Config, given: str) -> bool:
+    """Constant-time comparison with the configured token (False when none is set)."""
+    if config.token is None:
+        return False
+    return hmac.compare_digest(given.encode(), config.token.encode())
+
+
+def int_param(query: QueryParams, key: str, default: int, most: int | None) -> int:
+    """A whole-number query parameter, `default` when absent, at most `most`."""
+    raw = query.get(key)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit():
+        raise BadQuery(f"{key}={raw!r} must be a whole number >= 0")
+    value = int(raw)
+    if most is not None and value > most:
+        raise BadQuery(f"{key}={value} is over the maximum of {most}")
+    return value
 
 
 def withholds_details(config: Config, headers: Mapping[str, str]) -> bool:

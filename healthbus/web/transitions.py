@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import msgspec
-import redis.asyncio as aioredis
 
+from healthbus.connection import AsyncClient
 from healthbus.schema import Transition, parse_stream_id
 
 __all__ = ["CHUNK", "PAGE_BUDGET", "Scan", "oldest_ms", "page_transitions"]
@@ -30,7 +30,7 @@ class Scan:
     first. Entries that are not valid transitions are skipped."""
 
     def __init__(
-        self, redis: aioredis.Redis, key: str, *, before: str | None = None, budget: int
+        self, redis: AsyncClient, key: str, *, before: str | None = None, budget: int
     ) -> None:
         self.redis = redis
         self.key = key
@@ -68,7 +68,7 @@ def _decode(raw: bytes | None) -> Transition | None:
         return None
 
 
-async def oldest_ms(redis: aioredis.Redis, key: str) -> int | None:
+async def oldest_ms(redis: AsyncClient, key: str) -> int | None:
     """When the oldest retained transition was written: where the stream's memory begins."""
     rows: Any = await redis.xrange(key, min="-", max="+", count=1)
     if not rows:
@@ -78,7 +78,7 @@ async def oldest_ms(redis: aioredis.Redis, key: str) -> int | None:
 
 
 async def page_transitions(
-    redis: aioredis.Redis, key: str, *, service: str | None, limit: int, before: str | None
+    redis: AsyncClient, key: str, *, service: str | None, limit: int, before: str | None
 ) -> tuple[list[Transition], str | None]:
     """Up to `limit` transitions (of `service`, if given), newest first, and the cursor of
     the next page (None at the start of the stream). A page whose scan ran out of budget

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import subprocess
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -17,11 +15,10 @@ from typing import Any
 
 import pytest
 
+from tests.apt import install
 from tests.support import wait_until_sync
 
 CHROMIUM = Path(os.environ.get("HEALTHBUS_CHROMIUM", "/usr/bin/chromium"))
-#: Bounds each of `apt-get update` and `apt-get install`.
-INSTALL_TIMEOUT_S = 420
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -35,38 +32,15 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
-def _install_chromium() -> str | None:
-    """Install Debian's chromium; return why it could not be, or None."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        return "not running as root, so it cannot be installed here"
-    if shutil.which("apt-get") is None:
-        return "apt-get is not available to install it"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        for command in (
-            ["apt-get", "update", "-qq"],
-            ["apt-get", "install", "-y", "-qq", "chromium"],
-        ):
-            done = subprocess.run(
-                command, env=env, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S
-            )
-            if done.returncode != 0:
-                return f"`{' '.join(command)}` failed: {done.stderr.strip()[-500:]}"
-    except subprocess.TimeoutExpired as exc:
-        return f"`{' '.join(map(str, exc.cmd))}` took over {INSTALL_TIMEOUT_S} s"
-    return None
-
-
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """The path of a chromium binary, installed if missing and possible, else a skip."""
-    if not CHROMIUM.exists():
-        why = _install_chromium()
-        if not CHROMIUM.exists():
-            pytest.skip(
-                f"browser tests need Debian's chromium at {CHROMIUM} (or HEALTHBUS_CHROMIUM): "
-                f"{why or 'apt-get installed no such file'}; run `apt-get install -y chromium`"
-            )
+    why = install("chromium", CHROMIUM)
+    if why is not None:
+        pytest.skip(
+            f"browser tests need Debian's chromium at {CHROMIUM} (or HEALTHBUS_CHROMIUM): "
+            f"{why}; run `apt-get install -y chromium`"
+        )
     return str(CHROMIUM)
 
 

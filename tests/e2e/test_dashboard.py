@@ -15,7 +15,8 @@ import redis
 from aggregator.runner import Aggregator
 from healthbus.config import Config
 from healthbus.web.app import create_app
-from tests.e2e.conftest import INSTALL_TIMEOUT_S, AsyncThread, Page
+from tests.apt import INSTALL_TIMEOUT_S
+from tests.e2e.conftest import AsyncThread, Page
 from tests.support import wait_until_sync
 from tests.webserver import serve
 

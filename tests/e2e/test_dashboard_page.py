@@ -23,7 +23,8 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from tests.e2e.conftest import INSTALL_TIMEOUT_S, Page
+from tests.apt import INSTALL_TIMEOUT_S
+from tests.e2e.conftest import Page
 from tests.webserver import serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2 * INSTALL_TIMEOUT_S + 60)]
