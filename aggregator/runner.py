@@ -76,6 +76,8 @@ class Aggregator:
         # Leadership and the committed position; kept across reconnects, dropped on takeover.
         self.token = ""
         self.epoch = 0
+        #: Until then (monotonic) the lease is surely ours; past it, renew before a commit.
+        self._lease_sure_until = 0.0
         self.folder: Folder | None = None
         self.gen = ""
         self.cursor = "0-0"
@@ -110,8 +112,8 @@ class Aggregator:
                         await self._lead(client)
                     else:
                         await anyio.sleep(min(1.0, self.config.lease_ttl_s / 5))
-                except NotLeader:
-                    log.warning("lost the leader lease; standing by")
+                except NotLeader as exc:
+                    log.warning("lost the leader lease (%s); standing by", exc)
                     self._drop_leadership()
                 except CONNECTION_ERRORS as exc:
                     if self._blind_since_ms is None and self.folder is not None:
@@ -126,10 +128,13 @@ class Aggregator:
 
     async def _try_lead(self, client: AsyncClient) -> bool:
         if self.token:
-            if await self._renew_script(keys=[self.keys.leader], args=[self.token, self._ttl_ms]):
+            try:
+                await self._renew()
                 return True
-            self._drop_leadership()
+            except NotLeader:
+                self._drop_leadership()
         token = f"{self.name}:{uuid.uuid4().hex[:12]}"
+        sent = time.monotonic()
         epoch = int(
             await self._acquire_script(
                 keys=[self.keys.leader, self.keys.epoch], args=[token, self._ttl_ms]
@@ -138,8 +143,16 @@ class Aggregator:
         if not epoch:
             return False
         self.token, self.epoch = token, epoch
+        self._lease_sure_until = sent + self.config.lease_ttl_s / 2
         log.info("leading namespace %s as epoch %d", self.keys.namespace, epoch)
         return True
+
+    async def _renew(self) -> None:
+        """Extend the lease, or raise NotLeader when another aggregator holds it now."""
+        sent = time.monotonic()
+        if not await self._renew_script(keys=[self.keys.leader], args=[self.token, self._ttl_ms]):
+            raise NotLeader("the lease expired before it was renewed")
+        self._lease_sure_until = sent + self.config.lease_ttl_s / 2
 
     async def _lead(self, client: AsyncClient) -> None:
         await self._sample_time(client)
@@ -224,8 +237,7 @@ class Aggregator:
 
         It folds no deadlines: only a read knows how far Redis time has safely passed.
         """
-        if not await self._renew_script(keys=[self.keys.leader], args=[self.token, self._ttl_ms]):
-            raise NotLeader("the lease expired before it was renewed")
+        await self._renew()
         await self._sample_time(client)
         await self._check_stream(client)
         folder = self.folder
@@ -278,6 +290,10 @@ class Aggregator:
         self.dirty = False
 
     async def _commit(self, client: AsyncClient, part: Part, cursor: str, trim: bool) -> None:
+        if time.monotonic() >= self._lease_sure_until:
+            # Paused (SIGSTOP, a VM freeze) or starved since the last renewal: the lease may
+            # be another's by now. Find out before sending anything; the script checks too.
+            await self._renew()
         folder = self.folder
         assert folder is not None
         state = folder.state

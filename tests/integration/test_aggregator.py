@@ -13,30 +13,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from aggregator import Aggregator
-from aggregator.fold import Folder
-from aggregator.state import FoldState
 from healthbus.config import Config
-from healthbus.errors import InvalidMessage
-from healthbus.schema import Meta, ServiceView, Transition, Update, decode_heartbeat, encode
+from healthbus.schema import Meta, ServiceView, Update, encode
+from tests.ground_truth import assert_matches_pure_fold, caught_up, heartbeat, meta, transitions
 from tests.support import wait_until
 
 pytestmark = pytest.mark.anyio
-
-
-def heartbeat(service: str, **fields: Any) -> dict[str, bytes]:
-    body: dict[str, Any] = {"v": 1, "service": service, "interval_s": 3600, "ok": True}
-    body.update(fields)
-    return {"m": encode(body)}
-
-
-async def transitions(redis: aioredis.Redis, config: Config) -> list[Transition]:
-    rows = await redis.xrange(config.keys.transitions)
-    return [msgspec.json.decode(f[b"m"], type=Transition) for _, f in rows]
-
-
-async def meta(redis: aioredis.Redis, config: Config) -> Meta | None:
-    raw = await redis.hget(config.keys.snapshot, "_meta")
-    return msgspec.json.decode(raw, type=Meta) if raw else None
 
 
 async def test_heartbeat_reaches_snapshot_and_updates(
@@ -182,33 +164,11 @@ async def test_killed_aggregator_neither_loses_nor_repeats_transitions(
     second = _spawn(config)
     try:
         last = (await redis.xrevrange(config.keys.heartbeats, count=1))[0][0].decode()
-        await wait_until(lambda: _caught_up(redis, config, last), timeout=20)
+        await wait_until(lambda: caught_up(redis, config, last), timeout=20)
     finally:
         second.terminate()
         second.wait()
-    expected = _pure_fold(await redis.xrange(config.keys.heartbeats))
-    actual = [t.id for t in await transitions(redis, config)]
-    missing = [i for i in expected if i not in actual]
-    repeated = [i for i in actual if actual.count(i) > 1 or i not in expected]
-    assert (missing, repeated) == ([], [])
-    assert actual == expected
-
-
-async def _caught_up(redis: aioredis.Redis, config: Config, last: str) -> bool:
-    m = await meta(redis, config)
-    return m is not None and m.as_of == last
-
-
-def _pure_fold(entries: list[Any]) -> list[str]:
-    folder = Folder(FoldState())
-    ids: list[str] = []
-    for raw_id, fields in entries:
-        try:
-            hb = decode_heartbeat(fields[b"m"])
-        except InvalidMessage:
-            continue
-        ids += [t.id for t in folder.apply(hb, int(raw_id.split(b"-")[0]))]
-    return ids
+    await assert_matches_pure_fold(redis, config)
 
 
 async def test_freshness_is_coalesced_into_few_updates(
