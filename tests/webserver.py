@@ -37,9 +37,9 @@ from tests.support import wait_until_sync
 
 
 @contextmanager
-def serve(app: ASGIApp) -> Iterator[str]:
-    """Run `app` under uvicorn on a free loopback port; yields its base URL."""
-    port = free_port()
+def serve(app: ASGIApp, port: int | None = None) -> Iterator[str]:
+    """Run `app` under uvicorn on `port` (default: a free loopback port); yields its base URL."""
+    port = port or free_port()
     config = uvicorn.Config(
         app,
         host="127.0.0.1",

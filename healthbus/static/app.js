@@ -25,6 +25,10 @@ const state = {
   offset: null, // server clock minus this browser's clock, ms
   busSeenMs: null, // server time at which the aggregator was last known alive
 };
+const session = { required: false, authorized: true }; // from /api/session
+const incidents = { list: [], locked: false, changed: true };
+// The per-service page (#/service/<name>): what the API said of that service.
+const page = { name: null, history: null, sla: null, transitions: [], next: null, locked: false, changed: true, cardSvc: null };
 const durations = new Map(); // name -> {at: last_heartbeat_ms, values: [ms…]}, this page's life
 const cards = new Map(); // name -> {svc, node}: rebuilt only when the service changed
 const instancesOpen = new Map(); // name -> open, where the user chose other than the default
@@ -92,6 +96,7 @@ function applySnapshot(d) {
   state.total = d.total ?? state.services.size;
   state.truncated = Boolean(d.truncated);
   state.live = true;
+  loadHistorySoon(); // what happened while this stream was down, if it was
   render();
 }
 
@@ -119,13 +124,150 @@ function applyUpdate(d) {
   render();
 }
 
+const atMs = (t) => t.at_ms ?? Date.parse(t.at);
+
+// Merge into a newest-first list without repeats (a resume may redeliver); true if it changed.
+function mergeTransitions(list, more, max) {
+  const seen = new Set(list.map((x) => x.id));
+  const fresh = more.filter((t) => !seen.has(t.id));
+  if (!fresh.length) return false;
+  list.push(...fresh);
+  list.sort((a, b) => atMs(b) - atMs(a));
+  if (max) list.length = Math.min(list.length, max);
+  return true;
+}
+
 function applyTransition(t) {
-  if (state.transitions.some((x) => x.id === t.id)) return; // redelivered after a resume
-  state.transitions.push(t);
-  state.transitions.sort((a, b) => (b.at_ms ?? Date.parse(b.at)) - (a.at_ms ?? Date.parse(a.at)));
-  state.transitions.length = Math.min(state.transitions.length, MAX_TRANSITIONS);
-  state.transitionsChanged = true;
+  if (mergeTransitions(state.transitions, [t], MAX_TRANSITIONS)) state.transitionsChanged = true;
+  if (t.service === page.name && mergeTransitions(page.transitions, [t])) page.changed = true;
+  if (t.incident) loadIncidentsSoon();
   seeBus(serverNow());
+  render();
+}
+
+// ---- the API (history needs the token when one is set) ---------------------------------
+async function api(path) {
+  try {
+    const res = await fetch(path, { headers: { Accept: "application/json" } });
+    if (res.status === 401) {
+      session.authorized = false;
+      renderAuth();
+      return { locked: true };
+    }
+    return res.ok ? { body: await res.json() } : { failed: res.status };
+  } catch {
+    return { failed: "network" };
+  }
+}
+
+async function loadSession() {
+  const res = await api("/api/session");
+  if (res.body) Object.assign(session, { required: res.body.token_required, authorized: res.body.authorized });
+  renderAuth();
+}
+
+async function loadTransitions() {
+  const res = await api(`/api/transitions?limit=${MAX_TRANSITIONS}`);
+  if (res.body && mergeTransitions(state.transitions, res.body.transitions, MAX_TRANSITIONS)) {
+    state.transitionsChanged = true;
+    render();
+  }
+}
+
+async function loadIncidents() {
+  const res = await api("/api/incidents?limit=20");
+  incidents.locked = Boolean(res.locked);
+  if (res.body) incidents.list = res.body.incidents;
+  incidents.changed = true;
+  render();
+}
+
+function debounce(fn, ms) {
+  let timer = null;
+  return () => {
+    clearTimeout(timer);
+    timer = setTimeout(fn, ms);
+  };
+}
+const loadIncidentsSoon = debounce(loadIncidents, 500);
+const loadHistorySoon = debounce(() => {
+  loadTransitions();
+  loadIncidents();
+  if (page.name) loadServicePage(page.name);
+}, 300);
+
+async function loadServicePage(name) {
+  const q = encodeURIComponent(name);
+  const [history, sla, transitions] = await Promise.all([
+    api(`/api/services/${q}/history?days=90`),
+    api(`/api/services/${q}/sla?days=30`),
+    api(`/api/transitions?service=${q}&limit=50`),
+  ]);
+  if (page.name !== name) return; // the user went elsewhere meanwhile
+  page.locked = Boolean(history.locked || transitions.locked);
+  page.history = history.body ?? null;
+  page.sla = sla.body ?? null;
+  if (transitions.body) {
+    mergeTransitions(page.transitions, transitions.body.transitions);
+    page.next = transitions.body.next;
+  }
+  page.changed = true;
+  render();
+}
+
+async function loadOlder() {
+  if (!page.name || !page.next) return;
+  const name = page.name;
+  const res = await api(`/api/transitions?service=${encodeURIComponent(name)}&limit=50&before=${encodeURIComponent(page.next)}`);
+  if (page.name !== name || !res.body) return;
+  mergeTransitions(page.transitions, res.body.transitions);
+  page.next = res.body.next;
+  page.changed = true;
+  render();
+}
+
+// ---- signing in (the cookie then authorizes the stream too) ------------------------------
+async function signIn(token) {
+  const res = await fetch("/api/session", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ token }),
+  }).catch(() => null);
+  if (res?.ok) location.reload(); // everything starts over with the details
+  else setText($("login-error"), res?.status === 401 ? "Wrong token." : "Could not sign in; try again.");
+}
+
+async function signOut() {
+  await fetch("/api/session", { method: "DELETE" }).catch(() => null);
+  location.reload();
+}
+
+function renderAuth() {
+  const locked = session.required && !session.authorized;
+  $("signin").hidden = !locked || !$("login").hidden;
+  $("signout").hidden = !(session.required && session.authorized);
+}
+
+// ---- routing: #/service/<name> is a service's page, anything else the overview -----------
+function route() {
+  const m = /^#\/service\/(.+)$/.exec(location.hash);
+  let name = null;
+  if (m) {
+    try {
+      name = decodeURIComponent(m[1]);
+    } catch {
+      name = null;
+    }
+  }
+  if (name === page.name) return;
+  Object.assign(page, { name, history: null, sla: null, transitions: [], next: null, locked: false, changed: true, cardSvc: null });
+  $("service-page").hidden = name === null;
+  $("home").hidden = name !== null;
+  if (name !== null) {
+    document.title = `${name} · healthbus`;
+    loadServicePage(name);
+  }
+  window.scrollTo(0, 0);
   render();
 }
 
@@ -197,6 +339,11 @@ function el(tag, className, text) {
 function setText(node, text) {
   if (node.textContent !== text) node.textContent = text; // no needless aria-live announcements
 }
+function serviceLink(name, className) {
+  const a = el("a", className, name);
+  a.href = `#/service/${encodeURIComponent(name)}`;
+  return a;
+}
 function badge(status) {
   const b = el("span", "badge", LABEL[status] ?? status);
   b.dataset.status = status;
@@ -240,7 +387,7 @@ function card(svc) {
   li.dataset.status = svc.status;
   li.dataset.name = svc.name;
   const head = el("div", "svc-head");
-  head.append(badge(svc.status), el("span", "svc-name", svc.name));
+  head.append(badge(svc.status), serviceLink(svc.name, "svc-name"));
   if (svc.flapping) head.append(el("span", "tag", "flapping"));
   const facts = el("div", "svc-facts");
   if (svc.last_heartbeat_ms != null) facts.append(ticking(svc.last_heartbeat_ms, "hb"));
@@ -403,26 +550,150 @@ function renderGroups() {
   setText(empty, state.services.size ? "No service matches the filter." : "No services have reported yet.");
 }
 
+function transitionItem(t) {
+  const li = el("li");
+  li.dataset.to = t.to;
+  const when = el("time", "when", clock(atMs(t)));
+  when.dateTime = t.at;
+  const change = el("span", "change");
+  change.append(badge(t.from), el("span", "arrow", " → "), badge(t.to));
+  const line = el("div", "t-head");
+  line.append(when, serviceLink(t.service, "t-svc"), change);
+  li.append(line, el("p", "reason", t.reason));
+  const flags = [t.root_cause && `caused by ${t.root_cause}`, t.flapping && "flapping",
+    t.silenced && "silenced", t.suppressed && "suppressed"].filter(Boolean);
+  if (flags.length) li.append(el("p", "muted", flags.join(" · ")));
+  return li;
+}
+
+const LOCKED = "Sign in to see the history.";
+
 function renderTimeline() {
   if (!state.transitionsChanged) return;
   state.transitionsChanged = false;
-  const items = state.transitions.map((t) => {
-    const li = el("li");
-    li.dataset.to = t.to;
-    const when = el("time", "when", clock(t.at_ms ?? Date.parse(t.at)));
-    when.dateTime = t.at;
-    const change = el("span", "change");
-    change.append(badge(t.from), el("span", "arrow", " → "), badge(t.to));
-    const line = el("div", "t-head");
-    line.append(when, el("span", "t-svc", t.service), change);
-    li.append(line, el("p", "reason", t.reason));
-    const flags = [t.root_cause && `caused by ${t.root_cause}`, t.flapping && "flapping",
-      t.silenced && "silenced", t.suppressed && "suppressed"].filter(Boolean);
-    if (flags.length) li.append(el("p", "muted", flags.join(" · ")));
-    return li;
-  });
+  const items = state.transitions.map(transitionItem);
   $("transitions").replaceChildren(...items);
   $("no-transitions").hidden = items.length > 0;
+  setText($("no-transitions"), session.required && !session.authorized ? "None since this page opened; sign in for the history." : "None in the retained history.");
+}
+
+function incidentItem(i) {
+  const li = el("li", "incident");
+  li.dataset.to = i.status === "open" ? i.worst : "healthy";
+  li.dataset.state = i.status;
+  const head = el("div", "t-head");
+  head.append(badge(i.worst), serviceLink(i.service, "t-svc"), el("span", "inc-state", i.status === "open" ? "ongoing" : "resolved"));
+  li.append(head);
+  const facts = el("p", "muted");
+  if (i.opened_ms != null) {
+    const when = el("time", "when", clock(i.opened_ms));
+    when.dateTime = i.opened;
+    facts.append("opened ", when);
+  } else facts.append("opened before the retained history");
+  if (i.status === "open" && i.opened_ms != null) facts.append(" · ", ticking(i.opened_ms, "", "for ", ""));
+  else if (i.duration_s != null) facts.append(` · lasted ${duration(i.duration_s * 1000)}`);
+  const n = i.transitions.length;
+  facts.append(` · ${n} transition${n === 1 ? "" : "s"}`);
+  if (i.root_cause) facts.append(` · caused by ${i.root_cause}`);
+  li.append(facts);
+  return li;
+}
+
+function renderIncidents() {
+  if (!incidents.changed) return;
+  incidents.changed = false;
+  const items = incidents.list.map(incidentItem);
+  $("incidents").replaceChildren(...items);
+  $("no-incidents").hidden = items.length > 0;
+  setText($("no-incidents"), incidents.locked ? LOCKED : "None in the retained history.");
+}
+
+// ---- the per-service page ----------------------------------------------------------------
+function dayState(d) {
+  if (!d.known_s) return "none";
+  if (d.error_s > 0) return "error";
+  if (d.degraded_s > 0) return "degraded";
+  return "healthy";
+}
+const pct = (v) => (v == null ? "–" : `${+v.toFixed(v >= 99.9 && v < 100 ? 3 : 2)} %`);
+
+function uptimeBars(days) {
+  return days.map((d) => {
+    const bar = el("span", "day");
+    bar.dataset.state = dayState(d);
+    bar.title = d.known_s
+      ? `${d.date}: ${pct(d.uptime_pct)} uptime, ${pct(d.availability_pct)} available, ${d.incidents} incident${d.incidents === 1 ? "" : "s"}`
+      : `${d.date}: no data`;
+    return bar;
+  });
+}
+
+function durationBars(days) {
+  const NS = "http://www.w3.org/2000/svg";
+  const values = days.map((d) => d.p95_duration_ms);
+  const hi = Math.max(...values.filter((v) => v != null));
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("class", "p95");
+  svg.setAttribute("viewBox", `0 0 ${values.length * 4} 40`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", `daily p95 duration, up to ${duration(hi)}`);
+  values.forEach((v, i) => {
+    if (v == null) return;
+    const h = Math.max(1, (v / hi) * 38);
+    const r = document.createElementNS(NS, "rect");
+    r.setAttribute("x", String(i * 4 + 0.5));
+    r.setAttribute("y", String(40 - h));
+    r.setAttribute("width", "3");
+    r.setAttribute("height", String(h));
+    const title = document.createElementNS(NS, "title");
+    title.textContent = `${days[i].date}: p95 ${duration(v)}`;
+    r.append(title);
+    svg.append(r);
+  });
+  return svg;
+}
+
+function renderServicePage() {
+  if (page.name === null) return;
+  const svc = state.services.get(page.name);
+  if (svc !== page.cardSvc) {
+    page.cardSvc = svc;
+    $("svc-card").replaceChildren(...(svc ? [card(svc)] : []));
+    $("svc-missing").hidden = Boolean(svc) || !state.live;
+    page.changed = true;
+  }
+  if (!page.changed) return;
+  page.changed = false;
+  setText($("svc-title"), page.name);
+  $("svc-locked").hidden = !page.locked;
+  const days = page.history?.days ?? [];
+  const bars = $("uptime");
+  bars.replaceChildren(...uptimeBars(days));
+  const known = days.filter((d) => d.known_s);
+  bars.setAttribute("aria-label", known.length ? `${known.length} of the last 90 days have data` : "no data yet");
+  const sla = page.sla;
+  setText($("sla"), sla && sla.known_s
+    ? `Last ${sla.days} days: ${pct(sla.uptime_pct)} uptime · ${pct(sla.availability_pct)} available · ${sla.incidents} incident${sla.incidents === 1 ? "" : "s"}`
+    : page.locked ? "" : "No uptime known yet.");
+  setText($("history-note"), page.history?.note ? `Source: ${page.history.note}.` : "");
+
+  const withP95 = days.some((d) => d.p95_duration_ms != null);
+  const h = durations.get(page.name);
+  const charts = [];
+  if (withP95) charts.push(durationBars(days));
+  if (h && h.values.length > 1) charts.push(sparkline(h.values));
+  $("durations").replaceChildren(...charts);
+  setText($("durations-note"), [
+    withP95 ? "Daily p95 durations." : "No daily durations yet: they come with the aggregator's SLA rollups.",
+    h && h.values.length > 1 ? "The line: the runs seen since this page opened." : "",
+  ].join(" ").trim());
+
+  const items = page.transitions.map(transitionItem);
+  $("svc-transitions").replaceChildren(...items);
+  $("svc-no-transitions").hidden = items.length > 0;
+  setText($("svc-no-transitions"), page.locked ? LOCKED : "None in the retained history.");
+  $("svc-more").hidden = !page.next;
 }
 
 function tick() {
@@ -444,6 +715,8 @@ function render() {
     renderChips(c);
     renderGroups();
     renderTimeline();
+    renderIncidents();
+    renderServicePage();
     tick();
   });
 }
@@ -459,6 +732,22 @@ setInterval(() => {
   const quiet = !state.live || serverNow() - (state.busSeenMs ?? 0) > PULSE_MS;
   if (quiet && Date.now() - lastFetch > PULSE_MS) fetchHealth();
 }, 1000);
+$("signin").addEventListener("click", () => {
+  $("login").hidden = false;
+  renderAuth();
+  $("token").focus();
+});
+$("signout").addEventListener("click", signOut);
+$("login").addEventListener("submit", (e) => {
+  e.preventDefault();
+  signIn($("token").value);
+});
+$("svc-more").addEventListener("click", loadOlder);
+window.addEventListener("hashchange", route);
 connect();
 fetchHealth();
+loadSession();
+loadTransitions();
+loadIncidents();
+route();
 render();
