@@ -35,7 +35,6 @@ def clean_details(*sources: Mapping[Any, Any] | None) -> Details | None:
     not fit are left out, never an error.
     """
     out: Details = {}
-    size = 2  # the braces
     for values in sources:
         if not values:
             continue
@@ -43,16 +42,29 @@ def clean_details(*sources: Mapping[Any, Any] | None) -> Details | None:
             if not isinstance(key, str) or not 0 < len(key) <= _KEY_MAX or key in out:
                 continue
             fits, fitted = _fit(value)
-            if not fits:
-                continue
-            cost = len(encode(key)) + len(encode(fitted)) + 2  # ':' and ','
-            if size + cost > DETAILS_MAX_BYTES:
-                continue
-            out[key] = fitted
-            size += cost
-            if len(out) == MAX_ENTRIES:
-                return out
-    return out or None
+            if fits:
+                out[key] = fitted
+                if len(out) == MAX_ENTRIES:
+                    break
+        if len(out) == MAX_ENTRIES:
+            break
+    if not out:
+        return None
+    if len(encode(out)) <= DETAILS_MAX_BYTES:  # the usual case: one encode
+        return out
+    return _within_budget(out)
+
+
+def _within_budget(details: Details) -> Details:
+    """The entries, in order, that fit together in DETAILS_MAX_BYTES; the others are left out."""
+    kept: Details = {}
+    size = 2  # the braces
+    for key, value in details.items():
+        cost = len(encode(key)) + len(encode(value)) + 1  # ':', and ',' before all but the first
+        if size + cost + (1 if kept else 0) <= DETAILS_MAX_BYTES:
+            kept[key] = value
+            size += cost + (1 if len(kept) > 1 else 0)
+    return kept
 
 
 def _fit(value: object) -> tuple[bool, DetailValue]:
