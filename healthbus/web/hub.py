@@ -86,6 +86,8 @@ class Hub:
         self._meta_due = 0.0
         self._last_reload = -1e9
         self._subscribers: set[Subscriber] = set()
+        #: SSE clients dropped for falling too far behind (their browsers reconnect).
+        self.dropped = 0
         self._advanced = anyio.Event()
         self._version = 0
         self._snapshots: dict[tuple[Selection, bool], bytes] = {}
@@ -301,6 +303,7 @@ class Hub:
         for sub in list(self._subscribers):
             if not sub.push(entry):
                 self._subscribers.discard(sub)  # its stream ends when its send returns
+                self.dropped += 1
         self._notify()
 
     def _remember(self, entry: Entry) -> None:

@@ -41,6 +41,7 @@ class BusFigures:
     now_ms: int
     stale: bool
     sse_clients: int
+    sse_dropped: int = 0
 
 
 def escape(value: str) -> str:
@@ -128,7 +129,13 @@ def _bus(meta: Meta | None, bus: BusFigures) -> list[_Family]:
     up.add(0 if bus.stale else 1)
     clients = _Family("healthbus_sse_clients", "gauge", "Open SSE streams of this web worker.")
     clients.add(bus.sse_clients)
-    families = [up, clients]
+    dropped = _Family(
+        "healthbus_sse_clients_dropped_total",
+        "counter",
+        "SSE clients of this web worker dropped for falling too far behind.",
+    )
+    dropped.add(bus.sse_dropped)
+    families = [up, clients, dropped]
     if meta is None:
         return families
     figures = [
@@ -181,7 +188,12 @@ async def metrics(request: Request) -> Response:
     hub: Hub = request.state.hub
     body = render_metrics(
         hub.replica,
-        BusFigures(now_ms=hub.redis_now_ms(), stale=hub.stale, sse_clients=hub.subscribers),
+        BusFigures(
+            now_ms=hub.redis_now_ms(),
+            stale=hub.stale,
+            sse_clients=hub.subscribers,
+            sse_dropped=hub.dropped,
+        ),
         details=not withholds_details(request.state.config, request.headers),
     )
     return Response(body, media_type=CONTENT_TYPE, headers=NO_STORE)

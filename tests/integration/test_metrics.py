@@ -67,6 +67,7 @@ async def test_metrics_follow_prometheus_conventions(config: Config, redis: aior
     assert 'healthbus_services{status="error"} 1' in lines
     assert "# TYPE healthbus_bus_invalid_total counter" in lines
     assert "healthbus_bus_up 1" in lines
+    assert "healthbus_sse_clients_dropped_total 0" in lines
     ages = [line for line in lines if line.startswith("healthbus_service_heartbeat_age_seconds{")]
     assert len(ages) == 3 and all(float(line.rsplit(" ", 1)[1]) > 0 for line in ages)
 
