@@ -110,7 +110,13 @@ def current_iteration() -> Iteration:
 
 
 class Beat:
-    """What `heartbeat(...)` returns: a decorator, and a context manager for one run."""
+    """`heartbeat(...)`: report each run of a function, or of a `with` block, as one heartbeat.
+
+    `interval` is the cadence in seconds you promise; `instance` names this replica when the
+    publisher's identity (`host:pid`, or `HEALTHBUS_INSTANCE`) is not the one you want;
+    `publisher` defaults to the process-wide one configured from the environment. A bad name
+    or interval raises `InvalidMessage` here, at decoration, not in the middle of a run.
+    """
 
     __slots__ = ("depends_on", "instance", "interval", "kind", "publisher", "service")
 
@@ -198,27 +204,5 @@ class Beat:
         return f"heartbeat(service={self.service!r}, interval={self.interval:g})"
 
 
-def heartbeat(
-    service: str,
-    *,
-    interval: float,
-    kind: str = "perpetual",
-    depends_on: Sequence[str] | None = None,
-    instance: str | None = None,
-    publisher: Publisher | None = None,
-) -> Beat:
-    """Report each run of a periodic function (or `with` block) as one heartbeat.
-
-    `interval` is the cadence in seconds you promise; `instance` names this replica when the
-    publisher's identity (`host:pid`, or `HEALTHBUS_INSTANCE`) is not the one you want;
-    `publisher` defaults to the process-wide one configured from the environment. A bad name
-    or interval raises `InvalidMessage` here, at decoration, not in the middle of a run.
-    """
-    return Beat(
-        service,
-        interval=interval,
-        kind=kind,
-        depends_on=depends_on,
-        instance=instance,
-        publisher=publisher,
-    )
+#: `@heartbeat(service=…, interval=…)`, `with heartbeat(…) as it:`: see `Beat`.
+heartbeat = Beat
