@@ -25,6 +25,7 @@ __all__ = [
     "Name",
     "ProbeSpec",
     "Seconds",
+    "UrlProbeSpec",
     "closing",
     "elapsed_ms",
     "public_target",
@@ -43,6 +44,8 @@ class ProbeSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     type: ClassVar[str] = ""
     #: Modules the type needs (from the `probes` extra), checked when the file is loaded.
     requires: ClassVar[tuple[str, ...]] = ()
+    #: (lower, upper) threshold keys: a lower one set above its upper one is a mistake.
+    ordered: ClassVar[tuple[tuple[str, str], ...]] = (("degraded_ms", "error_ms"),)
     name: Name
     #: Seconds between the starts of two checks.
     interval: Seconds
@@ -75,16 +78,24 @@ class ProbeSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
                 f"timeout ({self.timeout:g} s) is longer than interval ({self.interval:g} s); "
                 "a check must end before the next one is due: lower timeout or raise interval",
             )
-        if (
-            self.degraded_ms is not None
-            and self.error_ms is not None
-            and self.degraded_ms > self.error_ms
-        ):
-            yield "degraded_ms", "degraded_ms must not be above error_ms"
+        for low, high in self.ordered:
+            below, above = getattr(self, low), getattr(self, high)
+            if below is not None and above is not None and below > above:
+                yield low, f"{low} ({below:g}) must not be above {high} ({above:g})"
 
     def __repr__(self) -> str:
         # The default repr would show URLs and headers, secrets included.
         return f"<{self.type} probe {self.name!r}>"
+
+
+class UrlProbeSpec(ProbeSpec, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A probe of a target named by a URL (each type narrows `url` to its schemes)."""
+
+    url: str
+
+    @property
+    def target(self) -> str:
+        return public_target(self.url)
 
 
 def public_target(url: str) -> str:

@@ -14,11 +14,10 @@ import msgspec
 
 from publishers.probes.base import (
     Millis,
-    ProbeSpec,
     Seconds,
+    UrlProbeSpec,
     closing,
     elapsed_ms,
-    public_target,
 )
 from publishers.probes.result import Finding, ProbeResult, conclude, latency_finding
 
@@ -40,7 +39,7 @@ BODY_LIMIT: Final = 1 << 20
 Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-class HttpProbe(ProbeSpec, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class HttpProbe(UrlProbeSpec, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Internal by default (30 s, 10 s timeout, 500/2000 ms); `external = true` for others."""
 
     type: ClassVar[str] = "http"
@@ -62,10 +61,6 @@ class HttpProbe(ProbeSpec, frozen=True, kw_only=True, forbid_unknown_fields=True
     @classmethod
     def defaults_for(cls, table: Mapping[str, Any]) -> dict[str, Any]:
         return dict(EXTERNAL_DEFAULTS) if table.get("external") is True else {}
-
-    @property
-    def target(self) -> str:
-        return public_target(self.url)
 
     @property
     def expected(self) -> list[int]:

@@ -11,18 +11,17 @@ The driver is psycopg 3: fully typed, async, and it speaks libpq, so URLs, `sslm
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Annotated, ClassVar, NamedTuple
 
 import msgspec
 
 from publishers.probes.base import (
     Millis,
-    ProbeSpec,
     Seconds,
+    UrlProbeSpec,
     closing,
     elapsed_ms,
-    public_target,
 )
 from publishers.probes.result import (
     DetailValue,
@@ -84,11 +83,16 @@ class PgStats(NamedTuple):
     rows: Sequence[float | None]
 
 
-class PostgresProbe(ProbeSpec, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class PostgresProbe(UrlProbeSpec, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """design.md: a database, 200/1000 ms, 5 s timeout, checked every 15 s (critical path)."""
 
     type: ClassVar[str] = "postgres"
     requires: ClassVar[tuple[str, ...]] = ("psycopg",)
+    ordered: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("degraded_ms", "error_ms"),
+        ("connections_degraded", "connections_error"),
+        ("replication_lag_degraded_s", "replication_lag_error_s"),
+    )
     url: Annotated[str, msgspec.Meta(pattern=r"^postgres(ql)?://")]
     #: Fractions of max_connections in use.
     connections_degraded: Fraction = 0.8
@@ -106,20 +110,6 @@ class PostgresProbe(ProbeSpec, frozen=True, kw_only=True, forbid_unknown_fields=
     timeout: Seconds = 5.0
     degraded_ms: Millis | None = 200.0
     error_ms: Millis | None = 1000.0
-
-    @property
-    def target(self) -> str:
-        return public_target(self.url)
-
-    def problems(self) -> Iterator[tuple[str, str]]:
-        yield from super().problems()
-        if self.connections_degraded > self.connections_error:
-            yield "connections_degraded", "connections_degraded must not be above connections_error"
-        if self.replication_lag_degraded_s > self.replication_lag_error_s:
-            yield (
-                "replication_lag_degraded_s",
-                "replication_lag_degraded_s must not be above replication_lag_error_s",
-            )
 
     async def check(self) -> ProbeResult:
         import psycopg  # the `probes` extra; the loader checks it is installed

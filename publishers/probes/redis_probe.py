@@ -7,7 +7,7 @@ named streams and sorted-set queues have grown: the "tasks piling up in Redis" s
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, NamedTuple
 
 import msgspec
@@ -17,11 +17,10 @@ from redis.backoff import NoBackoff
 
 from publishers.probes.base import (
     Millis,
-    ProbeSpec,
     Seconds,
+    UrlProbeSpec,
     closing,
     elapsed_ms,
-    public_target,
 )
 from publishers.probes.result import (
     DetailValue,
@@ -70,10 +69,15 @@ class StreamStats(NamedTuple):
     problem: str | None = None
 
 
-class RedisProbe(ProbeSpec, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class RedisProbe(UrlProbeSpec, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """design.md: 50/500 ms, 3 s timeout, checked every 15 s (a critical path)."""
 
     type: ClassVar[str] = "redis"
+    ordered: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("degraded_ms", "error_ms"),
+        ("memory_degraded", "memory_error"),
+        ("clients_degraded", "clients_error"),
+    )
     url: Annotated[str, msgspec.Meta(pattern=r"^(redis|rediss|unix)://")]
     streams: Annotated[list[StreamCheck], msgspec.Meta(max_length=6)] = msgspec.field(
         default_factory=list
@@ -90,15 +94,6 @@ class RedisProbe(ProbeSpec, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     timeout: Seconds = 3.0
     degraded_ms: Millis | None = 50.0
     error_ms: Millis | None = 500.0
-
-    @property
-    def target(self) -> str:
-        return public_target(self.url)
-
-    def problems(self) -> Iterator[tuple[str, str]]:
-        yield from super().problems()
-        if self.memory_degraded > self.memory_error:
-            yield "memory_degraded", "memory_degraded must not be above memory_error"
 
     async def check(self) -> ProbeResult:
         # No retries: a probe reports what a caller meets, and the runner bounds the time.

@@ -16,7 +16,7 @@ import msgspec
 from healthbus.config import Config
 from publishers.probes.base import ProbeSpec, elapsed_ms
 from publishers.probes.result import ProbeResult, fit_details
-from publishers.publisher import Publisher
+from publishers.publisher import Publisher, describe_error
 from publishers.scrub import clean_error
 
 __all__ = ["check_all", "check_once", "publish_result", "run_probes", "serve_probes"]
@@ -111,7 +111,7 @@ async def _keep_checking(probe: ProbeSpec, publisher: Publisher) -> None:
 def _describe(exc: BaseException) -> str:
     """ "Type: message", with the cause when it says more ("All connection attempts failed"
     alone does not tell that the connection was refused)."""
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text = describe_error(exc)
     cause = exc.__cause__
     if cause is not None and str(cause) and str(cause) not in text:
         text += f" ({_describe(cause)})"

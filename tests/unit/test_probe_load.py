@@ -166,6 +166,11 @@ def test_an_unknown_key_far_from_any_name_lists_the_known_keys() -> None:
             '[[probe]]\nname = "x"\ntype = "custom"\nfunction = "os.path:join"\n',
             "probes.toml:4: probe 'x': function: os.path:join is not an async function",
         ),
+        (
+            '[[probe]]\nname = "x"\ntype = "redis"\nurl = "redis://x"\nmemory_degraded = 0.99\n',
+            "probes.toml:5: probe 'x': memory_degraded: memory_degraded (0.99) must not be above "
+            "memory_error (0.95)",
+        ),
         ("[[probe]\n", "probes.toml: Expected ']]' at the end of an array declaration (at line 1"),
         ("", "probes.toml: no probes: add a [[probe]] table per target"),
     ],
