@@ -216,7 +216,11 @@ def instance(name: str, status: Status = "healthy", **fields: Any) -> InstanceVi
 
 
 def transition(
-    service: str, from_: Status, to: Status, at_ms: int = 1_700_000_000_000
+    service: str,
+    from_: Status,
+    to: Status,
+    at_ms: int = 1_700_000_000_000,
+    incident: str | None = None,
 ) -> Transition:
     event = {"healthy": "recovered", "unknown": "left"}.get(to, to)
     return Transition(
@@ -228,6 +232,7 @@ def transition(
         at=iso_ms(at_ms),
         at_ms=at_ms,
         reason=f"{from_} -> {to}",
+        incident=incident,
     )
 
 

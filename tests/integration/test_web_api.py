@@ -7,7 +7,6 @@ chosen by the test so that pages and days are exact; one test runs the real aggr
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -18,45 +17,16 @@ from starlette.routing import Route
 
 from aggregator import Aggregator
 from healthbus.config import Config
-from healthbus.schema import Status, Transition, encode, iso_ms
+from healthbus.schema import Transition, encode, iso_ms
 from healthbus.web.app import create_app
 from healthbus.web.uptime import DAY_MS, day_start_ms
 from tests.support import wait_until
-from tests.webserver import FakeBus, serve, view
+from tests.webserver import FakeBus, serve, transition, view
 
 pytestmark = pytest.mark.anyio
 
 HOUR = 3_600_000
 XSS = "<img src=x onerror=alert(1)>"
-
-
-@pytest.fixture
-def bus(redis: aioredis.Redis, config: Config) -> FakeBus:
-    return FakeBus(redis, config.keys)
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as c:
-        yield c
-
-
-def flip(
-    service: str, from_: Status, to: Status, at_ms: int, incident: str | None = None
-) -> Transition:
-    event = {"healthy": "appeared" if from_ == "unknown" else "recovered", "unknown": "left"}
-    name = event.get(to, to)
-    return Transition(
-        id=f"{service}:{name}:{at_ms}",
-        event=f"healthbus.service.{name}",
-        service=service,
-        from_=from_,
-        to=to,
-        at=iso_ms(at_ms),
-        at_ms=at_ms,
-        reason=f"{from_} -> {to}",
-        incident=incident,
-    )
 
 
 async def record(redis: aioredis.Redis, config: Config, *transitions: Transition) -> list[str]:
@@ -78,9 +48,9 @@ async def test_service_detail_has_the_view_and_its_latest_transitions(
     await record(
         redis,
         config,
-        flip("alpha", "unknown", "healthy", 1000),
-        flip("beta", "unknown", "healthy", 2000),
-        flip("alpha", "healthy", "error", 3000, "alpha:3000"),
+        transition("alpha", "unknown", "healthy", 1000),
+        transition("beta", "unknown", "healthy", 2000),
+        transition("alpha", "healthy", "error", 3000, "alpha:3000"),
     )
     with serve(create_app(config)) as url:
         detail = (await client.get(url + "/api/services/alpha")).json()
@@ -100,7 +70,7 @@ async def test_transitions_page_back_by_stream_id(
     await record(
         redis,
         config,
-        *[flip("a" if n % 2 else "b", "healthy", "degraded", n * 1000) for n in range(1, 6)],
+        *[transition("a" if n % 2 else "b", "healthy", "degraded", n * 1000) for n in range(1, 6)],
     )
     with serve(create_app(config)) as url:
         pages: list[list[int]] = []
@@ -129,13 +99,13 @@ async def test_incidents_group_transitions_newest_opened_first(
     await record(
         redis,
         config,
-        flip("a", "unknown", "healthy", 1000),
-        flip("a", "healthy", "degraded", 2000, "a:2000"),
-        flip("b", "healthy", "error", 3000, "b:3000"),
-        flip("a", "degraded", "error", 4000, "a:2000"),
-        flip("a", "error", "healthy", 6000, "a:2000"),
-        flip("b", "error", "healthy", 7000, "b:3000"),
-        flip("a", "healthy", "error", 8000, "a:8000"),
+        transition("a", "unknown", "healthy", 1000),
+        transition("a", "healthy", "degraded", 2000, "a:2000"),
+        transition("b", "healthy", "error", 3000, "b:3000"),
+        transition("a", "degraded", "error", 4000, "a:2000"),
+        transition("a", "error", "healthy", 6000, "a:2000"),
+        transition("b", "error", "healthy", 7000, "b:3000"),
+        transition("a", "healthy", "error", 8000, "a:8000"),
     )
     with serve(create_app(config)) as url:
         everything = (await client.get(url + "/api/incidents")).json()
@@ -172,12 +142,12 @@ async def test_history_and_sla_from_transitions_match_a_hand_computation(
     await record(
         redis,
         config,
-        flip("svc", "unknown", "healthy", d2),
-        flip("svc", "healthy", "error", d2 + 6 * HOUR, "i1"),
-        flip("svc", "error", "degraded", d2 + 9 * HOUR, "i1"),
-        flip("svc", "degraded", "healthy", d2 + 12 * HOUR, "i1"),
-        flip("svc", "healthy", "degraded", d1 + 18 * HOUR, "i2"),
-        flip("svc", "degraded", "healthy", today, "i2"),
+        transition("svc", "unknown", "healthy", d2),
+        transition("svc", "healthy", "error", d2 + 6 * HOUR, "i1"),
+        transition("svc", "error", "degraded", d2 + 9 * HOUR, "i1"),
+        transition("svc", "degraded", "healthy", d2 + 12 * HOUR, "i1"),
+        transition("svc", "healthy", "degraded", d1 + 18 * HOUR, "i2"),
+        transition("svc", "degraded", "healthy", today, "i2"),
     )
     with serve(create_app(config)) as url:
         history = (await client.get(url + "/api/services/svc/history", params={"days": "4"})).json()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,17 +33,6 @@ pytestmark = pytest.mark.anyio
 def web(config: Config, **options: Any) -> Iterator[str]:
     with serve(create_app(config, **options)) as url:
         yield url
-
-
-@pytest.fixture
-def bus(redis: aioredis.Redis, config: Config) -> FakeBus:
-    return FakeBus(redis, config.keys)
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as c:
-        yield c
 
 
 def fleet() -> list[Any]:

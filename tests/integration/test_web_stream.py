@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,17 +27,6 @@ pytestmark = pytest.mark.anyio
 def web(config: Config, **hub_options: Any) -> Iterator[str]:
     with serve(create_app(config, hub_options=hub_options)) as url:
         yield url
-
-
-@pytest.fixture
-def bus(redis: aioredis.Redis, config: Config) -> FakeBus:
-    return FakeBus(redis, config.keys)
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as c:
-        yield c
 
 
 async def applied(client: httpx.AsyncClient, url: str, entry_id: str) -> bool:
