@@ -175,6 +175,16 @@ class HealthBus:
                     self.keys.transitions, group, consumer, 0, list(ids), justid=True
                 )
 
+    async def forget_consumers(self, group: str, idle_ms: int) -> list[str]:
+        """Remove consumers of `group` idle for `idle_ms` that hold nothing pending (gone
+        processes, one per restart), so the group does not grow forever."""
+        with bus_errors(self.url):
+            consumers: Any = await self.redis.xinfo_consumers(self.keys.transitions, group)
+            gone = [c["name"] for c in consumers if not c["pending"] and c["idle"] > idle_ms]
+            for name in gone:
+                await self.redis.xgroup_delconsumer(self.keys.transitions, group, name)
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in gone]
+
     async def ack(self, group: str, ids: Sequence[str]) -> None:
         if ids:
             with bus_errors(self.url):

@@ -15,13 +15,30 @@ import msgspec
 
 from healthbus.connection import parse_url
 from healthbus.errors import ConfigError
-from healthbus.keys import Keys
+from healthbus.keys import NAMESPACE_PATTERN, Keys
 
-__all__ = ["ENV_PREFIX", "LOCAL_REDIS_URL", "Config"]
+__all__ = ["ENV_PREFIX", "LOCAL_REDIS_URL", "Config", "NotifyRoute"]
 
 ENV_PREFIX = "HEALTHBUS_"
 #: What clients (CLI verbs, publishers) use when no Redis URL is configured.
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class NotifyRoute(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One destination of `healthbus notify`: an Apprise URL and which alerts it gets.
+
+    The filters choose alerts only: a resolve always follows an alert that was sent.
+    """
+
+    url: str
+    #: fnmatch patterns of service names.
+    services: tuple[str, ...] = ("*",)
+    #: The statuses that raise an alert.
+    statuses: tuple[Literal["degraded", "error"], ...] = ("degraded", "error")
+    #: Service kinds (`perpetual`, `consumer`, `probe`); empty: all.
+    kinds: tuple[str, ...] = ()
+    #: Events (`error`, `degraded`, `left`, `appeared`, …); empty: all but `appeared`.
+    events: tuple[str, ...] = ()
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -64,6 +81,24 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     #: Above this many services the SSE `snapshot` event carries counts and non-healthy ones.
     sse_snapshot_limit: int = 5000
 
+    # Notifications (`healthbus notify`; `serve` too when `notify` routes are configured).
+    #: Destinations: `[[healthbus.notify]]` tables, each an Apprise `url` with filters.
+    notify: tuple[NotifyRoute, ...] = ()
+    #: Prefix of the notifier's consumer groups, one per destination.
+    notify_group: str = "notify"
+    #: Transitions arriving within this window go out as one message.
+    notify_group_wait_s: float = 5.0
+    #: Remind while an alerted incident stays open; 0: never.
+    notify_repeat_s: float = 4 * 3600.0
+    #: Longest pause between retries of a failed send.
+    notify_retry_max_s: float = 30.0
+    #: A destination failing this long gets its messages dead-lettered instead of retried.
+    notify_give_up_s: float = 6 * 3600.0
+    #: Transitions a notifier left pending this long (it died) are taken over by another.
+    notify_claim_idle_s: float = 60.0
+    #: Linked from every notification.
+    dashboard_url: str | None = None
+
     def __post_init__(self) -> None:
         Keys(self.namespace)  # validates the name
         if self.redis_url is not None:
@@ -72,6 +107,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             raise ConfigError("degraded_after must be > 0 and <= error_after")
         if self.lease_ttl_s < 1:
             raise ConfigError("lease_ttl_s must be at least 1 second")
+        if not NAMESPACE_PATTERN.fullmatch(self.notify_group):
+            raise ConfigError("notify_group must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        if self.notify_claim_idle_s < 1 or self.notify_group_wait_s < 0:
+            raise ConfigError("notify_claim_idle_s must be >= 1 s, notify_group_wait_s >= 0")
+        if len({route.url for route in self.notify}) < len(self.notify):
+            raise ConfigError("each notify url may appear once: its state is keyed by it")
 
     @property
     def keys(self) -> Keys:

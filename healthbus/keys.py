@@ -26,6 +26,7 @@ class Keys:
         "heartbeats",
         "leader",
         "namespace",
+        "notify_deadletters",
         "prefix",
         "snapshot",
         "state",
@@ -50,6 +51,16 @@ class Keys:
         self.deadletters = self.prefix + "deadletters"
         self.commands = self.prefix + "commands"
         self.expected = self.prefix + "expected"
+        #: Notifications that could not be sent: a capped stream, with the reason.
+        self.notify_deadletters = self.prefix + "notify:deadletters"
+
+    def notify_open(self, route: str) -> str:
+        """Hash of the incidents a notify route alerted about and has not resolved (TTL)."""
+        return f"{self.prefix}notify:{route}:open"
+
+    def notify_sent(self, route: str, key: str) -> str:
+        """A notify route's marker for one idempotency key: a lock, then `sent` (TTL)."""
+        return f"{self.prefix}notify:{route}:sent:{key}"
 
     def rollup(self, resolution: str, service: str) -> str:
         """The SLA rollup hash of one service at one resolution (`minute`, `hour`, `day`):
