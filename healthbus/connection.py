@@ -41,6 +41,7 @@ from healthbus.errors import BusUnavailable, ConfigError
 
 __all__ = [
     "CONNECTION_ERRORS",
+    "MASTER_CHECK_S",
     "REROUTE_ERRORS",
     "TIME_SCRIPT",
     "AsyncClient",
@@ -50,6 +51,8 @@ __all__ = [
     "bus_errors",
     "connect",
     "connect_sync",
+    "follow_master",
+    "follow_master_sync",
     "parse_url",
     "redact_url",
     "write_pool",
@@ -86,6 +89,8 @@ REROUTE_ERRORS: tuple[type[BaseException], ...] = (
 TIME_SCRIPT = "return redis.call('TIME')"
 
 CONNECT_TIMEOUT_S = 2.0
+#: How often long-running loops ask Sentinel whether the master moved (`follow_master`).
+MASTER_CHECK_S = 1.0
 #: Added to the longest blocking read to get the socket timeout.
 READ_MARGIN_S = 5.0
 DEFAULT_PORTS = {"cluster": 6379, "sentinel": 26379}
@@ -263,6 +268,39 @@ def connect_sync(url: str, *, timeout: float, name: str | None = None) -> SyncCl
     return redis.Redis.from_url(url, **options)
 
 
+async def follow_master(client: AsyncClient) -> bool:
+    """Through Sentinel: ask who the master is now. When it moved, this client's connections
+    to the old one close (in-use ones when released) and True says so; False otherwise, and
+    always for one server or a cluster.
+
+    A master that was failed over stays writable until Sentinel demotes it, up to ten
+    seconds later, and whatever is written to it meanwhile is lost: long-running loops call
+    this every MASTER_CHECK_S rather than wait for a READONLY reply.
+    """
+    pool = getattr(client, "connection_pool", None)
+    if not isinstance(pool, redis.asyncio.sentinel.SentinelConnectionPool):
+        return False
+    before = pool.master_address
+    try:
+        after = await pool.get_master_address()  # type: ignore[no-untyped-call]
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        return False  # no sentinel answers: carry on with the master we have
+    return before is not None and after != before
+
+
+def follow_master_sync(client: SyncClient) -> bool:
+    """`follow_master` for a sync client."""
+    pool = getattr(client, "connection_pool", None)
+    if not isinstance(pool, redis.sentinel.SentinelConnectionPool):
+        return False
+    before = pool.master_address
+    try:
+        after = pool.get_master_address()  # type: ignore[no-untyped-call]
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        return False
+    return before is not None and after != before
+
+
 def write_pool(client: SyncClient, key: str) -> redis.ConnectionPool:
     """The pool of connections to the server that takes writes for `key`: the server, the
     master Sentinel names (resolved per connection), or the master of `key`'s slot."""
@@ -293,8 +331,11 @@ def redact_url(url: str) -> str:
     if not sep or "@" not in rest:
         return url
     userinfo, _, host = rest.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user + ':' if user else ':'}***@{host}"
+    user, colon, _password = userinfo.partition(":")
+    if not colon and user:
+        # No password in it, but a lone userinfo is how Redis URLs carry a bare password.
+        return f"{scheme}://***@{host}"
+    return f"{scheme}://{user}:***@{host}"
 
 
 class Backoff:

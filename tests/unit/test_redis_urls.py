@@ -79,3 +79,9 @@ def test_config_accepts_cluster_and_sentinel_urls() -> None:
 
 def test_passwords_are_redacted_from_multi_host_urls() -> None:
     assert redact_url("redis+sentinel://u:pw@a:1,b:2/m") == "redis+sentinel://u:***@a:1,b:2/m"
+
+
+def test_redact_url_masks_a_lone_userinfo_and_keeps_plain_urls() -> None:
+    assert redact_url("redis://secret@h:1/0") == "redis://***@h:1/0"
+    assert redact_url("redis://:pw@h") == "redis://:***@h"
+    assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
