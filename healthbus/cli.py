@@ -87,6 +87,10 @@ async def _serve_all(config: Config, demo: bool, probes: Sequence[Any] = ()) -> 
             from publishers.probes import serve_probes
 
             tg.start_soon(serve_probes, config, probes)
+        if config.notify:
+            from healthbus.notify.notifier import Notifier
+
+            tg.start_soon(Notifier(config).run)
         if server is not None:
             await server.serve()
         else:
@@ -328,6 +332,30 @@ def _schema(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _notify(config: Config, args: argparse.Namespace) -> int:
+    from healthbus.config import NotifyRoute
+    from healthbus.notify.notifier import Notifier
+
+    config = _with_url(config)
+    if args.url:
+        filters = {"services": args.service, "statuses": args.status, "kinds": args.kind}
+        filters["events"] = args.event
+        given = {k: v for k, v in filters.items() if v}
+        routes = tuple(NotifyRoute(url=url, **given) for url in dict.fromkeys(args.url))
+        config = config.replace(notify=routes)
+    notifier = Notifier(config, name=args.name)
+    for runner in notifier.runners:
+        print(f"healthbus: notifying {runner.sender.destination}", file=sys.stderr)
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_on_signal, tg.cancel_scope.cancel)
+            await notifier.run()
+
+    anyio.run(run)
+    return 0
+
+
 # -- helpers ----------------------------------------------------------------------------
 
 
@@ -411,6 +439,17 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--all", action="store_true", help="start from the retained history")
     tail.add_argument("--json", action="store_true")
     verb("schema", _schema, "print the JSON Schema of every message")
+    notify = verb("notify", _notify, "send notifications of transitions (Apprise URLs)")
+    notify.add_argument("--url", action="append", help="an Apprise URL (repeatable)")
+    notify.add_argument("--service", action="append", metavar="PATTERN", help="fnmatch pattern")
+    notify.add_argument("--status", action="append", choices=["degraded", "error"])
+    notify.add_argument("--kind", action="append", choices=["perpetual", "consumer", "probe"])
+    notify.add_argument("--event", action="append", help="default: all but appeared")
+    notify.add_argument("--group", dest="notify_group", help="consumer group prefix (notify)")
+    notify.add_argument("--group-wait", dest="notify_group_wait_s", type=float, metavar="S")
+    notify.add_argument("--repeat", dest="notify_repeat_s", type=float, metavar="S")
+    notify.add_argument("--dashboard-url", dest="dashboard_url", help="linked from messages")
+    notify.add_argument("--name", help="this notifier's consumer name (default host:pid)")
     run = verb("run", _run, "run a cron job or script; report its start and finish (-- CMD …)")
     run.add_argument("--service", help="default: the command's name")
     run.add_argument("--interval", type=float, help="how often it runs, seconds (86400)")

@@ -109,8 +109,13 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             raise ConfigError("lease_ttl_s must be at least 1 second")
         if not NAMESPACE_PATTERN.fullmatch(self.notify_group):
             raise ConfigError("notify_group must be 1-64 characters of A-Z a-z 0-9 _ . -")
-        if self.notify_claim_idle_s < 1 or self.notify_group_wait_s < 0:
-            raise ConfigError("notify_claim_idle_s must be >= 1 s, notify_group_wait_s >= 0")
+        if not 0 <= self.notify_group_wait_s < self.notify_claim_idle_s or (
+            self.notify_claim_idle_s < 1
+        ):
+            raise ConfigError(
+                "notify_claim_idle_s must be >= 1 s and longer than notify_group_wait_s >= 0 "
+                "(a batch being gathered must not look abandoned)"
+            )
         if len({route.url for route in self.notify}) < len(self.notify):
             raise ConfigError("each notify url may appear once: its state is keyed by it")
 
