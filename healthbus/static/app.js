@@ -139,7 +139,10 @@ function mergeTransitions(list, more, max) {
 
 function applyTransition(t) {
   if (mergeTransitions(state.transitions, [t], MAX_TRANSITIONS)) state.transitionsChanged = true;
-  if (t.service === page.name && mergeTransitions(page.transitions, [t])) page.changed = true;
+  if (t.service === page.name) {
+    if (mergeTransitions(page.transitions, [t])) page.changed = true;
+    reloadPageSoon(); // its uptime and SLA changed too
+  }
   if (t.incident) loadIncidentsSoon();
   seeBus(serverNow());
   render();
@@ -190,26 +193,31 @@ function debounce(fn, ms) {
   };
 }
 const loadIncidentsSoon = debounce(loadIncidents, 500);
+const reloadPageSoon = debounce(() => {
+  if (page.name) loadServicePage(page.name);
+}, 500);
 const loadHistorySoon = debounce(() => {
   loadTransitions();
   loadIncidents();
   if (page.name) loadServicePage(page.name);
 }, 300);
 
+let pageLoads = 0; // only the latest load of the page's history is shown
 async function loadServicePage(name) {
+  const load = ++pageLoads;
   const q = encodeURIComponent(name);
   const [history, sla, transitions] = await Promise.all([
     api(`/api/services/${q}/history?days=90`),
     api(`/api/services/${q}/sla?days=30`),
     api(`/api/transitions?service=${q}&limit=50`),
   ]);
-  if (page.name !== name) return; // the user went elsewhere meanwhile
+  if (page.name !== name || load !== pageLoads) return; // went elsewhere, or a newer load
   page.locked = Boolean(history.locked || transitions.locked);
   page.history = history.body ?? null;
   page.sla = sla.body ?? null;
   if (transitions.body) {
     mergeTransitions(page.transitions, transitions.body.transitions);
-    page.next = transitions.body.next;
+    page.next ??= transitions.body.next; // keep the cursor of older pages already loaded
   }
   page.changed = true;
   render();
