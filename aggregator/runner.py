@@ -26,7 +26,14 @@ from aggregator.rules import Rules
 from aggregator.state import FoldState
 from healthbus import __version__
 from healthbus.config import Config
-from healthbus.connection import CONNECTION_ERRORS, TIME_SCRIPT, AsyncClient, Backoff, connect
+from healthbus.connection import (
+    CONNECTION_ERRORS,
+    TIME_SCRIPT,
+    AsyncClient,
+    Backoff,
+    connect,
+    follow_master,
+)
 from healthbus.errors import InvalidMessage, NotLeader
 from healthbus.schema import (
     Meta,
@@ -237,6 +244,10 @@ class Aggregator:
 
         It folds no deadlines: only a read knows how far Redis time has safely passed.
         """
+        if await follow_master(client):
+            # A Sentinel failover: commits to the old master since then are lost. Reconnect
+            # as after an outage; `_load` starts again from what the new master holds.
+            raise aioredis.ConnectionError("Sentinel named a new master; reconnecting")
         await self._renew()
         await self._sample_time(client)
         await self._check_stream(client)

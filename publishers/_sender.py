@@ -24,10 +24,12 @@ import redis
 
 from healthbus.connection import (
     CONNECTION_ERRORS,
+    MASTER_CHECK_S,
     REROUTE_ERRORS,
     Backoff,
     SyncClient,
     connect_sync,
+    follow_master_sync,
     parse_url,
     write_pool,
 )
@@ -76,6 +78,7 @@ class Sender:
         self.url = url
         self.name = name
         self.client: SyncClient | None = None
+        self._follow_at = 0.0
         self.key = key
         self.buffer = buffer
         self.batch_size = batch_size
@@ -212,6 +215,10 @@ class Sender:
         try:
             if self.client is None:
                 self.client = make_client(self.url, name=self.name)
+            elif time.monotonic() >= self._follow_at:
+                # A failed-over master still takes writes, then loses them: follow Sentinel.
+                self._follow_at = time.monotonic() + MASTER_CHECK_S
+                follow_master_sync(self.client)
             pool = write_pool(self.client, self.key)
             conn = pool.get_connection()
             try:

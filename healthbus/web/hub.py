@@ -23,7 +23,13 @@ import anyio
 import msgspec
 
 from healthbus.config import Config
-from healthbus.connection import CONNECTION_ERRORS, TIME_SCRIPT, AsyncClient, Backoff
+from healthbus.connection import (
+    CONNECTION_ERRORS,
+    TIME_SCRIPT,
+    AsyncClient,
+    Backoff,
+    follow_master,
+)
 from healthbus.schema import Update, decode_meta, parse_stream_id
 from healthbus.web.events import Entry, render_snapshot
 from healthbus.web.replica import NeedReload, Replica
@@ -274,6 +280,8 @@ class Hub:
                 self._apply(raw_id.decode(), fields)
 
     async def _poll_meta(self) -> None:
+        if await follow_master(self.redis):
+            raise NeedReload("Sentinel named a new master")
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(self.keys.snapshot, "_meta")
             pipe.eval(TIME_SCRIPT, 1, self.keys.snapshot)
