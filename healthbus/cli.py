@@ -343,6 +343,8 @@ def _notify(config: Config, args: argparse.Namespace) -> int:
         given = {k: v for k, v in filters.items() if v}
         routes = tuple(NotifyRoute(url=url, **given) for url in dict.fromkeys(args.url))
         config = config.replace(notify=routes)
+    elif args.service or args.status or args.kind or args.event:
+        raise ConfigError("--service, --status, --kind and --event filter --url destinations")
     notifier = Notifier(config, name=args.name)
     for runner in notifier.runners:
         print(f"healthbus: notifying {runner.sender.destination}", file=sys.stderr)

@@ -114,8 +114,9 @@ async def test_serve_notifies_the_destinations_of_its_config_file(
     [
         ((), "no notification destination"),
         (("--url", "nosuchscheme://x"), "not a usable Apprise URL"),
+        (("--status", "error"), "filter --url destinations"),
     ],
-    ids=["no-url", "bad-url"],
+    ids=["no-url", "bad-url", "filter-without-url"],
 )
 def test_a_bad_destination_is_one_clear_line(
     args: Sequence[str], expected: str, config: Config, capsys: pytest.CaptureFixture[str]
