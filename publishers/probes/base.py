@@ -21,6 +21,7 @@ from publishers.probes.result import ProbeResult
 from publishers.scrub import scrub
 
 __all__ = [
+    "Check",
     "Millis",
     "Name",
     "ProbeSpec",
@@ -34,6 +35,8 @@ __all__ = [
 Name = Annotated[str, msgspec.Meta(pattern=SERVICE_PATTERN)]
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=86_400)]
 Millis = Annotated[float, msgspec.Meta(ge=0)]
+#: One check of a probe's target.
+Check = Callable[[], Awaitable[ProbeResult]]
 #: How long closing a connection may take after the check's own time is up.
 CLOSE_TIMEOUT_S: Final = 1.0
 
@@ -68,6 +71,17 @@ class ProbeSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
     async def check(self) -> ProbeResult:
         raise NotImplementedError
+
+    @asynccontextmanager
+    async def checking(self) -> AsyncIterator[Check]:
+        """The check the runner calls on every cadence. A probe that keeps state between
+        checks (a live subscription) holds it here for as long as the runner runs it;
+        `--once` calls `check` alone."""
+        yield self.check
+
+    def expand(self) -> list[ProbeSpec]:
+        """The probes this table stands for: itself, or the several of a preset."""
+        return [self]
 
     def problems(self) -> Iterator[tuple[str, str]]:
         """(key, what is wrong and how to fix it) for settings that are valid one by one

@@ -23,6 +23,7 @@ import msgspec
 from healthbus.errors import ConfigError
 from publishers.probes.base import ProbeSpec
 from publishers.probes.custom_probe import CustomProbe
+from publishers.probes.docket_probe import DocketProbe
 from publishers.probes.http_probe import HttpProbe
 from publishers.probes.postgres_probe import PostgresProbe
 from publishers.probes.redis_probe import RedisProbe
@@ -31,7 +32,8 @@ from publishers.probes.tcp_probe import TcpProbe
 __all__ = ["PROBE_TYPES", "load_probes", "parse_probes"]
 
 PROBE_TYPES: Final[dict[str, type[ProbeSpec]]] = {
-    cls.type: cls for cls in (HttpProbe, TcpProbe, RedisProbe, PostgresProbe, CustomProbe)
+    cls.type: cls
+    for cls in (HttpProbe, TcpProbe, RedisProbe, PostgresProbe, DocketProbe, CustomProbe)
 }
 #: Top-level keys a probes file may have; [healthbus] is the Config table of the same file.
 TOP_LEVEL: Final = ("probe", "healthbus")
@@ -98,11 +100,13 @@ def parse_probes(
         found = _probe(table, environ)
         where = _Where(path, lines, start, end, table)
         if isinstance(found, ProbeSpec):
-            if found.name in seen:
-                found = [(("name",), f"another probe is already named {found.name!r}; rename one")]
+            expanded = found.expand()
+            taken = [probe.name for probe in expanded if probe.name in seen]
+            if taken:
+                found = [(("name",), f"another probe is already named {taken[0]!r}; rename one")]
             else:
-                seen.add(found.name)
-                probes.append(found)
+                seen.update(probe.name for probe in expanded)
+                probes.extend(expanded)
                 continue
         found.sort(key=lambda problem: where.line(problem[0]))
         problems.extend(where.message(key, why) for key, why in found)
@@ -254,6 +258,9 @@ def _key_line(lines: list[str], start: int, end: int, path: KeyPath) -> int:
                 end = next((n for n in range(start + 1, end) if re.match(r"\s*\[", lines[n])), end)
                 continue
         found = _find_key(lines, start, end, key)
+        if found is None:  # a sub-table: [probe.tasks]
+            table = rf"\s*\[\s*probe\.{re.escape(key)}\s*\]"
+            found = next((n for n in range(start, end) if re.match(table, lines[n])), None)
         return line if found is None else found
     return line
 

@@ -31,7 +31,7 @@ from publishers.probes.result import (
     threshold_finding,
 )
 
-__all__ = ["QueueCheck", "RedisProbe", "StreamCheck", "StreamStats", "judge"]
+__all__ = ["QueueCheck", "RedisProbe", "StreamCheck", "StreamStats", "connect", "judge", "ping"]
 
 Count = Annotated[int, msgspec.Meta(ge=0)] | None
 Fraction = Annotated[float, msgspec.Meta(gt=0, le=1)]
@@ -96,17 +96,9 @@ class RedisProbe(UrlProbeSpec, frozen=True, kw_only=True, forbid_unknown_fields=
     error_ms: Millis | None = 500.0
 
     async def check(self) -> ProbeResult:
-        # No retries: a probe reports what a caller meets, and the runner bounds the time.
-        client = aioredis.Redis.from_url(
-            self.url, retry=Retry(NoBackoff(), 0), client_name="healthbus-probe"
-        )
+        client = connect(self.url)
         async with closing(client.aclose):
-            started = time.perf_counter()
-            await client.ping()  # connects
-            connect_ms = elapsed_ms(started)
-            started = time.perf_counter()
-            await client.ping()
-            ping_ms = elapsed_ms(started)
+            connect_ms, ping_ms = await ping(client)
             pipe = client.pipeline(transaction=False)
             pipe.info()
             for stream in self.streams:
@@ -123,6 +115,22 @@ class RedisProbe(UrlProbeSpec, frozen=True, kw_only=True, forbid_unknown_fields=
         ]
         queues = rest[2 * len(self.streams) :]
         return judge(self, ping_ms, connect_ms, info, streams, queues)
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client for one check. No retries: a probe reports what a caller meets, and the
+    runner bounds the time."""
+    return aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), client_name="healthbus-probe")
+
+
+async def ping(client: aioredis.Redis) -> tuple[float, float]:
+    """(connect_ms, ping_ms): a first PING connects, a second measures the round trip."""
+    started = time.perf_counter()
+    await client.ping()
+    connect_ms = elapsed_ms(started)
+    started = time.perf_counter()
+    await client.ping()
+    return connect_ms, elapsed_ms(started)
 
 
 def _stream_stats(spec: StreamCheck, length: object, groups: object) -> StreamStats:

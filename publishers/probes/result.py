@@ -38,6 +38,8 @@ class ProbeResult(msgspec.Struct, frozen=True, kw_only=True):
 
     `ok` is False when the check itself failed (no answer, refused, wrong reply); `status`
     grades what it measured; `error` says why it is not healthy; `hint` advises a person.
+    `parts` are the target's parts that are services of their own (a docket's tasks): each is
+    published as `<probe name>.<part>`, depending on the probe.
     """
 
     status: SelfStatus = "healthy"
@@ -46,6 +48,7 @@ class ProbeResult(msgspec.Struct, frozen=True, kw_only=True):
     details: dict[str, DetailValue] = msgspec.field(default_factory=dict)
     error: str | None = None
     hint: str | None = None
+    parts: dict[str, ProbeResult] = msgspec.field(default_factory=dict)
 
 
 class Finding(NamedTuple):

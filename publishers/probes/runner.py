@@ -14,7 +14,7 @@ import anyio
 import msgspec
 
 from healthbus.config import Config
-from publishers.probes.base import ProbeSpec, elapsed_ms
+from publishers.probes.base import Check, ProbeSpec, elapsed_ms
 from publishers.probes.result import ProbeResult, fit_details
 from publishers.publisher import Publisher, describe_error
 from publishers.scrub import clean_error
@@ -26,14 +26,15 @@ log = logging.getLogger("healthbus.probes")
 HINT_MAX_CHARS: Final = 512
 
 
-async def check_once(probe: ProbeSpec) -> ProbeResult:
-    """One check, never longer than `probe.timeout` and never raising: a failure, a timeout
-    or a bad custom function becomes an `error` result with a scrubbed message."""
+async def check_once(probe: ProbeSpec, check: Check | None = None) -> ProbeResult:
+    """One check (`probe.check` unless given the one of `probe.checking()`), never longer
+    than `probe.timeout` and never raising: a failure, a timeout or a bad custom function
+    becomes an `error` result with a scrubbed message."""
     started = time.perf_counter()
     result = ProbeResult(status="error", ok=False)
     with anyio.move_on_after(probe.timeout) as scope:
         try:
-            result = await probe.check()
+            result = await (check or probe.check)()
         except Exception as exc:  # whatever a target or custom function throws is its failure
             result = ProbeResult(
                 status="error", ok=False, duration_ms=elapsed_ms(started), error=_describe(exc)
@@ -45,11 +46,17 @@ async def check_once(probe: ProbeSpec) -> ProbeResult:
             duration_ms=elapsed_ms(started),
             error=f"no answer within {probe.timeout:g} s (timeout)",
         )
+    return _tidy(probe, result)
+
+
+def _tidy(probe: ProbeSpec, result: ProbeResult) -> ProbeResult:
+    """`result` (and its parts) fit to publish: details within limits, texts scrubbed."""
     return msgspec.structs.replace(
         result,
         details=fit_details({"type": probe.type, "target": probe.target, **result.details}),
         error=None if result.error is None else clean_error(result.error),
         hint=None if result.hint is None else clean_error(result.hint)[:HINT_MAX_CHARS],
+        parts={name: _tidy(probe, part) for name, part in result.parts.items()},
     )
 
 
@@ -67,17 +74,26 @@ async def check_all(probes: Sequence[ProbeSpec]) -> list[ProbeResult]:
 
 
 def publish_result(publisher: Publisher, probe: ProbeSpec, result: ProbeResult) -> None:
+    """One heartbeat for the probe, and one for each of its parts (`<name>.<part>`)."""
+    _publish(publisher, probe.name, probe.interval, result, probe.depends_on)
+    for part, found in result.parts.items():
+        _publish(publisher, f"{probe.name}.{part}", probe.interval, found, [probe.name])
+
+
+def _publish(
+    publisher: Publisher, name: str, interval: float, result: ProbeResult, needs: list[str]
+) -> None:
     publisher.publish(
-        probe.name,
+        name,
         kind="probe",
-        interval_s=probe.interval,
+        interval_s=interval,
         ok=result.ok,
         status=result.status,
         duration_ms=result.duration_ms,
         error=result.error,
         details=result.details,
         hint=result.hint,
-        depends_on=probe.depends_on or None,
+        depends_on=needs or None,
     )
 
 
@@ -97,15 +113,18 @@ async def serve_probes(config: Config, probes: Sequence[ProbeSpec]) -> None:
 async def _keep_checking(probe: ProbeSpec, publisher: Publisher) -> None:
     """Checks start every `interval` seconds (at once after one that overran it)."""
     last = "healthy"
-    while True:
-        started = anyio.current_time()
-        result = await check_once(probe)
-        publish_result(publisher, probe, result)
-        if result.status != last:
-            level = logging.INFO if result.status == "healthy" else logging.WARNING
-            log.log(level, "probe %s is %s: %s", probe.name, result.status, result.error or "ok")
-            last = result.status
-        await anyio.sleep_until(started + probe.interval)
+    async with probe.checking() as check:
+        while True:
+            started = anyio.current_time()
+            result = await check_once(probe, check)
+            publish_result(publisher, probe, result)
+            if result.status != last:
+                level = logging.INFO if result.status == "healthy" else logging.WARNING
+                log.log(
+                    level, "probe %s is %s: %s", probe.name, result.status, result.error or "ok"
+                )
+                last = result.status
+            await anyio.sleep_until(started + probe.interval)
 
 
 def _describe(exc: BaseException) -> str:
