@@ -88,6 +88,26 @@ class LocalCluster:
                     return next(n for n in self.nodes if n.port == port)
         raise AssertionError(f"no node serves slot {slot}")
 
+    def move_slot(self, key: str, to: RedisServer) -> None:
+        """Reshard `key`'s slot onto `to` while clients run, the way `redis-cli --cluster
+        reshard` does: IMPORTING/MIGRATING, MIGRATE the keys, then SETSLOT NODE everywhere."""
+        source = self.node_of(key)
+        if source is to:
+            return
+        ids = {}
+        for node in self.nodes:
+            with redis.Redis(port=node.port) as client:
+                ids[node.port] = client.execute_command("CLUSTER MYID").decode()
+        with redis.Redis(port=source.port) as src, redis.Redis(port=to.port) as dst:
+            slot = int(src.execute_command("CLUSTER KEYSLOT", key))
+            dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source.port])
+            src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[to.port])
+            while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+                src.execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", *keys)
+        for node in [to, source, *[n for n in self.nodes if n not in (to, source)]]:
+            with redis.Redis(port=node.port) as client:
+                client.execute_command("CLUSTER SETSLOT", slot, "NODE", ids[to.port])
+
     def close(self) -> None:
         for node in self.nodes:
             node.close()

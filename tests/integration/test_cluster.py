@@ -7,10 +7,13 @@ hash slot (its keys' `{ns}` tag), so namespaces spread fleets over the masters.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 from redis import Redis as SyncRedis
 from redis.crc import key_slot
@@ -22,7 +25,7 @@ from healthbus.connection import AsyncClient, connect
 from healthbus.keys import Keys
 from healthbus.schema import Heartbeat
 from publishers import Publisher, publish_once
-from tests.ground_truth import heartbeat
+from tests.ground_truth import assert_matches_pure_fold, caught_up, heartbeat
 from tests.integration.test_web_http import (  # noqa: F401  (the contract test, unchanged)
     test_end_to_end_a_heartbeat_reaches_the_stream,
 )
@@ -124,3 +127,53 @@ async def test_each_namespace_is_one_slot_and_namespaces_spread_over_masters(
             assert node.exists(keys.snapshot, keys.state, keys.heartbeats, keys.updates) == 4
             slot = key_slot(other.snapshot.encode())
             assert node.execute_command("CLUSTER COUNTKEYSINSLOT", slot) == 0
+
+
+#: The publisher loop of the resharding test: bounded in count, paced.
+LOAD = 600
+PERIOD_S = 0.005
+
+
+def publish_load(url: str, namespace: str, progress: list[int]) -> Publisher:
+    """Heartbeats numbered k, a few services flipping between ok and failing."""
+    publisher = Publisher(url, namespace, flush_interval_s=PERIOD_S)
+    try:
+        for k in range(LOAD):
+            fail = (k // 5) % 4 == 3
+            publisher.publish(f"svc{k % 5}", interval_s=3600, ok=not fail, details={"k": k})
+            progress.append(k)
+            time.sleep(PERIOD_S)
+    finally:
+        publisher.close(timeout=20, goodbye=False)
+    return publisher
+
+
+async def test_resharding_a_namespace_under_load_loses_nothing(
+    cluster: LocalCluster, aggregator: Aggregator, redis: AsyncClient, config: Config
+) -> None:
+    """The namespace's slot moves to another master mid-load: MOVED, ASK and TRYAGAIN replies
+    send the publisher and the aggregator after it, and no heartbeat or transition is lost."""
+    assert config.redis_url
+    source = cluster.node_of(config.keys.heartbeats)
+    target = next(n for n in cluster.nodes if n is not source)
+    progress: list[int] = []
+    done: list[Publisher] = []
+    url, namespace = config.redis_url, config.namespace
+    loader = threading.Thread(target=lambda: done.append(publish_load(url, namespace, progress)))
+    loader.start()
+    try:
+        await wait_until(lambda: _true(len(progress) > LOAD // 3), timeout=20)
+        await anyio.to_thread.run_sync(cluster.move_slot, config.keys.heartbeats, target)
+    finally:
+        await anyio.to_thread.run_sync(loader.join, 60)
+    assert cluster.node_of(config.keys.heartbeats) is target
+    assert done and done[0].stats.dropped == 0, done and done[0].stats
+    rows: Any = await redis.xrange(config.keys.heartbeats)
+    numbers = {msgspec.json.decode(f[b"m"]).get("details", {}).get("k") for _, f in rows}
+    assert set(range(LOAD)) <= numbers, f"lost: {sorted(set(range(LOAD)) - numbers)[:20]}"
+    await wait_until(lambda: caught_up(redis, config, rows[-1][0].decode()), timeout=30)
+    await assert_matches_pure_fold(redis, config)
+
+
+async def _true(value: bool) -> bool:
+    return value
