@@ -12,16 +12,20 @@ import contextlib
 import shutil
 import subprocess
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import pytest
-import redis
+from redis import Redis
 
+from healthbus.config import Config
+from healthbus.connection import AsyncClient, connect
 from healthbus.embedded import RedisServer, free_port, port_answers
-from tests.support import wait_until_sync
+from tests.support import stop_process, wait_until_sync
 
-__all__ = ["LocalCluster", "LocalSentinel", "require_redis_cli"]
+__all__ = ["LocalCluster", "LocalSentinel", "Topology", "config", "redis", "require_redis_cli"]
 
 MASTER_NAME = "mymaster"
 
@@ -43,7 +47,33 @@ def _cluster_args() -> tuple[str, ...]:
             "--cluster-node-timeout", "2000", "--cluster-port", str(free_port()))  # fmt: skip
 
 
-class LocalCluster:
+class Topology:
+    """A group of Redis processes, started by `with` and stopped however the block ends."""
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class LocalCluster(Topology):
     """`masters` cluster-enabled servers joined by `redis-cli --cluster create`, no replicas."""
 
     def __init__(self, masters: int = 3) -> None:
@@ -56,7 +86,7 @@ class LocalCluster:
         seeds = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
         return f"redis+cluster://{seeds}"
 
-    def start(self) -> LocalCluster:
+    def start(self) -> Self:
         for node in self.nodes:
             node.start()
         addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
@@ -72,7 +102,7 @@ class LocalCluster:
 
     def _ready(self) -> bool:
         for node in self.nodes:
-            with redis.Redis(port=node.port) as client:
+            with Redis(port=node.port) as client:
                 info = client.execute_command("CLUSTER INFO")
             if info["cluster_state"] != "ok" or int(info["cluster_known_nodes"]) != len(self.nodes):
                 return False
@@ -80,7 +110,7 @@ class LocalCluster:
 
     def node_of(self, key: str) -> RedisServer:
         """The master that holds `key`'s slot."""
-        with redis.Redis(port=self.nodes[0].port) as client:
+        with Redis(port=self.nodes[0].port) as client:
             slot = int(client.execute_command("CLUSTER KEYSLOT", key))
             for start, end, master, *_ in client.execute_command("CLUSTER SLOTS"):
                 if start <= slot <= end:
@@ -96,33 +126,21 @@ class LocalCluster:
             return
         ids = {}
         for node in self.nodes:
-            with redis.Redis(port=node.port) as client:
+            with Redis(port=node.port) as client:
                 ids[node.port] = client.execute_command("CLUSTER MYID").decode()
-        with redis.Redis(port=source.port) as src, redis.Redis(port=to.port) as dst:
+        with Redis(port=source.port) as src, Redis(port=to.port) as dst:
             slot = int(src.execute_command("CLUSTER KEYSLOT", key))
             dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source.port])
             src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[to.port])
             while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
                 src.execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", *keys)
         for node in [to, source, *[n for n in self.nodes if n not in (to, source)]]:
-            with redis.Redis(port=node.port) as client:
+            with Redis(port=node.port) as client:
                 client.execute_command("CLUSTER SETSLOT", slot, "NODE", ids[to.port])
 
     def close(self) -> None:
         for node in self.nodes:
             node.close()
-
-    def __enter__(self) -> LocalCluster:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 class SentinelProcess:
@@ -152,18 +170,13 @@ class SentinelProcess:
         wait_until_sync(lambda: port_answers("127.0.0.1", self.port), timeout=10)
 
     def close(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            stop_process(self.process)
         with contextlib.suppress(OSError):
             self._dir.cleanup()
 
 
-class LocalSentinel:
+class LocalSentinel(Topology):
     """A master, `replicas` replicas of it, and `sentinels` sentinels on loopback."""
 
     def __init__(self, replicas: int = 1, sentinels: int = 1) -> None:
@@ -181,11 +194,11 @@ class LocalSentinel:
 
     def master_port(self) -> int:
         """The master's port as the sentinel says it."""
-        with redis.Redis(port=self.sentinels[0].port) as client:
+        with Redis(port=self.sentinels[0].port) as client:
             _host, port = client.sentinel_get_master_addr_by_name(MASTER_NAME)
         return int(port)
 
-    def start(self) -> LocalSentinel:
+    def start(self) -> Self:
         for server in self.servers:
             server.start()
         wait_until_sync(self._replicas_synced, timeout=30, interval=0.1)
@@ -196,14 +209,14 @@ class LocalSentinel:
 
     def _replicas_synced(self) -> bool:
         for replica in self.servers[1:]:
-            with redis.Redis(port=replica.port) as client:
+            with Redis(port=replica.port) as client:
                 if client.info("replication").get("master_link_status") != "up":
                     return False
         return True
 
     def _sentinels_see_replicas(self) -> bool:
         for sentinel in self.sentinels:
-            with redis.Redis(port=sentinel.port) as client:
+            with Redis(port=sentinel.port) as client:
                 replicas = client.sentinel_slaves(MASTER_NAME)
             good = [r for r in replicas if r["master-link-status"] == "ok" and not r["is_sdown"]]
             if len(good) != len(self.servers) - 1:
@@ -214,14 +227,14 @@ class LocalSentinel:
         """`SENTINEL FAILOVER`: promote a replica; returns the new master's port once it
         accepts writes and the old one replicates from it."""
         old = self.master_port()
-        with redis.Redis(port=self.sentinels[0].port) as client:
+        with Redis(port=self.sentinels[0].port) as client:
             client.execute_command("SENTINEL FAILOVER", MASTER_NAME)
 
         def promoted() -> int | None:
             port = self.master_port()
             if port == old:
                 return None
-            with redis.Redis(port=port) as client:
+            with Redis(port=port) as client:
                 role = client.info("replication")["role"]
             return port if role == "master" else None
 
@@ -233,14 +246,19 @@ class LocalSentinel:
         for server in self.servers:
             server.close()
 
-    def __enter__(self) -> LocalSentinel:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
 
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+# Fixtures for a test module that defines a `topology` fixture: its tests, and the tests it
+# imports unchanged from other modules, then run against that topology.
+
+
+@pytest.fixture
+def config(topology: Topology, namespace: str) -> Config:
+    return Config(redis_url=topology.url, namespace=namespace)
+
+
+@pytest.fixture
+async def redis(config: Config) -> AsyncIterator[AsyncClient]:
+    assert config.redis_url
+    client = connect(config.redis_url)
+    yield client
+    await client.aclose()

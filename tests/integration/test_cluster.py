@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -25,6 +25,7 @@ from healthbus.connection import AsyncClient, connect
 from healthbus.keys import Keys
 from healthbus.schema import Heartbeat
 from publishers import Publisher, publish_once
+from tests import redis_topologies
 from tests.ground_truth import assert_matches_pure_fold, caught_up, heartbeat
 from tests.integration.test_web_http import (  # noqa: F401  (the contract test, unchanged)
     test_end_to_end_a_heartbeat_reaches_the_stream,
@@ -36,22 +37,15 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(masters=3) as running:
-        yield running
+def topology() -> Iterator[LocalCluster]:
+    """One cluster for the module; each test has a namespace of its own."""
+    with LocalCluster(masters=3) as cluster:
+        yield cluster
 
 
-@pytest.fixture
-def config(cluster: LocalCluster, namespace: str) -> Config:
-    return Config(redis_url=cluster.url, namespace=namespace)
-
-
-@pytest.fixture
-async def redis(config: Config) -> AsyncIterator[AsyncClient]:
-    assert config.redis_url
-    cluster_client = connect(config.redis_url)
-    yield cluster_client
-    await cluster_client.aclose()
+# `config` and `redis` on this module's topology, for its tests and the imported one.
+config = redis_topologies.config
+redis = redis_topologies.redis
 
 
 def all_keys(keys: Keys) -> list[str]:
@@ -94,23 +88,23 @@ async def test_publisher_aggregator_and_client_work_on_a_cluster(
 
 
 async def test_each_namespace_is_one_slot_and_namespaces_spread_over_masters(
-    cluster: LocalCluster, namespace: str
+    topology: LocalCluster, namespace: str
 ) -> None:
     """Two fleets on two masters, one aggregator each, both folding."""
     fleets: dict[int, Keys] = {}
     for i in range(100):
         keys = Keys(f"{namespace}-{i}")
-        fleets.setdefault(cluster.node_of(keys.heartbeats).port, keys)
+        fleets.setdefault(topology.node_of(keys.heartbeats).port, keys)
         if len(fleets) == 2:
             break
     assert len(fleets) == 2
     for keys in fleets.values():
         assert len({key_slot(k.encode()) for k in all_keys(keys)}) == 1
-    configs = [Config(redis_url=cluster.url, namespace=k.namespace) for k in fleets.values()]
+    configs = [Config(redis_url=topology.url, namespace=k.namespace) for k in fleets.values()]
     async with anyio.create_task_group() as tg:
         for cfg in configs:
             tg.start_soon(Aggregator(cfg).run)
-        client = connect(cluster.url)
+        client = connect(topology.url)
         try:
             for keys in fleets.values():
                 await client.xadd(keys.heartbeats, heartbeat(f"svc-of-{keys.namespace}"))
@@ -149,13 +143,13 @@ def publish_load(url: str, namespace: str, progress: list[int]) -> Publisher:
 
 
 async def test_resharding_a_namespace_under_load_loses_nothing(
-    cluster: LocalCluster, aggregator: Aggregator, redis: AsyncClient, config: Config
+    topology: LocalCluster, aggregator: Aggregator, redis: AsyncClient, config: Config
 ) -> None:
     """The namespace's slot moves to another master mid-load: MOVED, ASK and TRYAGAIN replies
     send the publisher and the aggregator after it, and no heartbeat or transition is lost."""
     assert config.redis_url
-    source = cluster.node_of(config.keys.heartbeats)
-    target = next(n for n in cluster.nodes if n is not source)
+    source = topology.node_of(config.keys.heartbeats)
+    target = next(n for n in topology.nodes if n is not source)
     progress: list[int] = []
     done: list[Publisher] = []
     url, namespace = config.redis_url, config.namespace
@@ -163,10 +157,10 @@ async def test_resharding_a_namespace_under_load_loses_nothing(
     loader.start()
     try:
         await wait_until(lambda: _true(len(progress) > LOAD // 3), timeout=20)
-        await anyio.to_thread.run_sync(cluster.move_slot, config.keys.heartbeats, target)
+        await anyio.to_thread.run_sync(topology.move_slot, config.keys.heartbeats, target)
     finally:
         await anyio.to_thread.run_sync(loader.join, 60)
-    assert cluster.node_of(config.keys.heartbeats) is target
+    assert topology.node_of(config.keys.heartbeats) is target
     assert done and done[0].stats.dropped == 0, done and done[0].stats
     rows: Any = await redis.xrange(config.keys.heartbeats)
     numbers = {msgspec.json.decode(f[b"m"]).get("details", {}).get("k") for _, f in rows}

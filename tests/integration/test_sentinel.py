@@ -22,10 +22,11 @@ from redis import Redis as SyncRedis
 
 from aggregator import Aggregator
 from healthbus.config import Config
-from healthbus.connection import MASTER_CHECK_S, AsyncClient, connect
+from healthbus.connection import MASTER_CHECK_S, AsyncClient
 from healthbus.schema import Heartbeat
 from healthbus.web.app import create_app
 from publishers import Publisher
+from tests import redis_topologies
 from tests.ground_truth import assert_matches_pure_fold, caught_up, heartbeat, meta
 from tests.integration.test_web_http import test_end_to_end_a_heartbeat_reaches_the_stream
 from tests.redis_topologies import LocalSentinel
@@ -45,22 +46,15 @@ LOSS_WINDOW_BOUND_S = 1.0 + MASTER_CHECK_S + 1.0
 
 
 @pytest.fixture(scope="module")
-def sentinels() -> Iterator[LocalSentinel]:
+def topology() -> Iterator[LocalSentinel]:
+    """One master, one replica, one sentinel for the module, failed over on the way."""
     with LocalSentinel(replicas=1, sentinels=1) as group:
         yield group
 
 
-@pytest.fixture
-def config(sentinels: LocalSentinel, namespace: str) -> Config:
-    return Config(redis_url=sentinels.url, namespace=namespace)
-
-
-@pytest.fixture
-async def redis(config: Config) -> AsyncIterator[AsyncClient]:
-    assert config.redis_url
-    client = connect(config.redis_url)
-    yield client
-    await client.aclose()
+# `config` and `redis` on this module's topology, for its tests and the imported one.
+config = redis_topologies.config
+redis = redis_topologies.redis
 
 
 def publish_load(url: str, namespace: str, sent_at: dict[int, float]) -> Publisher:
@@ -96,10 +90,10 @@ async def sse_events(url: str) -> AsyncIterator[list[RawEvent]]:
 
 
 async def test_failover_under_load_loses_only_a_short_measured_window(
-    sentinels: LocalSentinel, aggregator: Aggregator, redis: AsyncClient, config: Config
+    topology: LocalSentinel, aggregator: Aggregator, redis: AsyncClient, config: Config
 ) -> None:
     assert config.redis_url
-    old_port = sentinels.master_port()
+    old_port = topology.master_port()
     sent_at: dict[int, float] = {}
     done: list[Publisher] = []
     loader = threading.Thread(
@@ -111,7 +105,7 @@ async def test_failover_under_load_loses_only_a_short_measured_window(
             try:
                 await wait_until(lambda: _true(len(sent_at) > LOAD // 4), timeout=20)
                 requested_at = time.monotonic()
-                new_port = await anyio.to_thread.run_sync(sentinels.failover)
+                new_port = await anyio.to_thread.run_sync(topology.failover)
                 named_at = time.monotonic()
             finally:
                 await anyio.to_thread.run_sync(loader.join, 60)

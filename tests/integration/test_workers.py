@@ -27,7 +27,7 @@ from aggregator import Aggregator
 from healthbus.config import Config
 from healthbus.embedded import free_port
 from tests.ground_truth import heartbeat, transitions
-from tests.support import wait_until
+from tests.support import stop_process, wait_until
 from tests.webserver import SSEReader, open_stream
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -51,12 +51,7 @@ def web_workers(config: Config, workers: int) -> Iterator[tuple[str, subprocess.
     try:
         yield f"http://127.0.0.1:{port}", process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=20)
 
 
 async def web_clients(redis: aioredis.Redis) -> int:
