@@ -74,11 +74,7 @@ class Aggregator:
         self.config = config
         self.keys = config.keys
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self.rules = Rules(
-            degraded_after=config.degraded_after,
-            error_after=config.error_after,
-            forget_after_ms=int(config.forget_after_s * 1000),
-        )
+        self.rules = Rules.from_config(config)
         self.started_ms = int(time.time() * 1000)
         # Leadership and the committed position; kept across reconnects, dropped on takeover.
         self.token = ""
@@ -215,8 +211,7 @@ class Aggregator:
             except InvalidMessage as exc:
                 self.invalid += 1
                 dead.append(DeadLetter(entry_id, exc.reason, fields))
-                if exc.service is not None:
-                    transitions += folder.reject(exc.service, exc.reason, at_ms)
+                transitions += self._mark_broken(exc, at_ms)
             size += len(raw or b"")
             last = i == len(entries) - 1
             if last or len(folder.state.pending.state) >= MAX_SERVICES or size >= MAX_BYTES // 2:
@@ -229,6 +224,16 @@ class Aggregator:
             expired = folder.expire(sent_ms + block_ms)
             if expired or folder.state.pending.urgent:
                 await self._commit_parts(client, expired, [], cursor=self.cursor)
+
+    def _mark_broken(self, exc: InvalidMessage, at_ms: int) -> list[Transition]:
+        """A reject naming a valid service sets it to error (its publisher is broken)."""
+        assert self.folder is not None
+        if exc.service is None:
+            return []
+        try:
+            return self.folder.reject(exc.service, exc.reason, at_ms)
+        except InvalidMessage:  # a new name past max_services: dead-lettered, nothing more
+            return []
 
     def _watermark(self, entries: Sequence[Entry], last_ms: int, sent_ms: int) -> int:
         """While a backlog remains, the time of the last entry read; once caught up, the

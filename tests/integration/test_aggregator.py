@@ -8,6 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
+import anyio
 import msgspec
 import pytest
 import redis.asyncio as aioredis
@@ -192,3 +193,27 @@ async def test_freshness_is_coalesced_into_few_updates(
     updates = await wait_until(flushed, timeout=5)
     assert len(updates) <= 6, [u.seq for u in updates]
     assert [u.seq for u in updates] == sorted({u.seq for u in updates})
+
+
+async def test_past_max_services_new_names_are_dead_lettered(
+    redis: aioredis.Redis, config: Config
+) -> None:
+    agg = Aggregator(config.replace(max_services=2))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agg.run)
+        await agg.is_leader.wait()
+        for name in ("a", "b", "c"):
+            await redis.xadd(config.keys.heartbeats, heartbeat(name))
+        await redis.xadd(config.keys.heartbeats, {"m": b'{"v":1,"service":"d","ok":1}'})
+        await redis.xadd(config.keys.heartbeats, heartbeat("a", ok=False))
+        dead = await wait_until(lambda: _len_at_least(redis, config.keys.deadletters, 2))
+        await wait_until(lambda: _status_is(redis, config, "a", "error"))
+        tg.cancel_scope.cancel()
+    reasons = [f[b"reason"] for _, f in dead]
+    assert reasons[0].startswith(b"already tracking max_services=2"), reasons
+    assert await redis.hget(config.keys.snapshot, "c") is None
+
+
+async def _status_is(redis: aioredis.Redis, config: Config, name: str, status: str) -> bool:
+    raw = await redis.hget(config.keys.snapshot, name)
+    return raw is not None and msgspec.json.decode(raw, type=ServiceView).status == status
