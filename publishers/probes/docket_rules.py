@@ -178,7 +178,7 @@ def judge_docket(
         seen = (
             f"; the last heartbeat was {stats.now - stats.last_worker_seen:.0f} s ago"
             if stats.last_worker_seen is not None
-            else "; none has ever sent a heartbeat"
+            else "; none is registered (all stopped, or none started)"
         )
         findings.append(
             Finding(

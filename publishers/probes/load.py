@@ -26,6 +26,7 @@ from publishers.probes.custom_probe import CustomProbe
 from publishers.probes.docket_probe import DocketProbe
 from publishers.probes.http_probe import HttpProbe
 from publishers.probes.postgres_probe import PostgresProbe
+from publishers.probes.prefect_preset import PrefectPreset
 from publishers.probes.redis_probe import RedisProbe
 from publishers.probes.tcp_probe import TcpProbe
 
@@ -33,7 +34,15 @@ __all__ = ["PROBE_TYPES", "load_probes", "parse_probes"]
 
 PROBE_TYPES: Final[dict[str, type[ProbeSpec]]] = {
     cls.type: cls
-    for cls in (HttpProbe, TcpProbe, RedisProbe, PostgresProbe, DocketProbe, CustomProbe)
+    for cls in (
+        HttpProbe,
+        TcpProbe,
+        RedisProbe,
+        PostgresProbe,
+        DocketProbe,
+        PrefectPreset,
+        CustomProbe,
+    )
 }
 #: Top-level keys a probes file may have; [healthbus] is the Config table of the same file.
 TOP_LEVEL: Final = ("probe", "healthbus")

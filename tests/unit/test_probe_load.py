@@ -197,4 +197,4 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
 
 
 def test_every_type_is_registered() -> None:
-    assert set(PROBE_TYPES) == {"http", "tcp", "redis", "postgres", "docket", "custom"}
+    assert set(PROBE_TYPES) == {"http", "tcp", "redis", "postgres", "docket", "prefect", "custom"}
