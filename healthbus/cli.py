@@ -327,6 +327,18 @@ def _run(config: Config, args: argparse.Namespace) -> int:
     )
 
 
+def _bench(config: Config, args: argparse.Namespace) -> int:
+    from healthbus.bench import run_bench
+
+    return run_bench(
+        args.scenario or (),
+        quick=args.quick,
+        as_json=args.json,
+        postgres_url=args.postgres_url,
+        scale=args.scale,
+    )
+
+
 def _schema(config: Config, args: argparse.Namespace) -> int:
     print(msgspec.json.format(msgspec.json.encode(json_schemas()), indent=2).decode())
     return 0
@@ -441,6 +453,26 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--all", action="store_true", help="start from the retained history")
     tail.add_argument("--json", action="store_true")
     verb("schema", _schema, "print the JSON Schema of every message")
+    from healthbus.bench import DEFAULT_POSTGRES_URL, SCENARIOS  # names only; runs import more
+
+    bench = verb("bench", _bench, "measure throughput, latency and memory (BENCHMARKS.md)")
+    bench.add_argument("--quick", action="store_true", help="small sizes: under two minutes")
+    bench.add_argument("--json", action="store_true", help="figures with targets as JSON")
+    bench.add_argument(
+        "--scenario",
+        action="append",
+        choices=SCENARIOS,
+        help="run only this one (repeatable; default: all)",
+    )
+    bench.add_argument(
+        "--postgres-url",
+        dest="postgres_url",
+        default=os.environ.get("HEALTHBUS_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL),
+        help="for the alternatives (default: $HEALTHBUS_BENCH_POSTGRES_URL or the local test db)",
+    )
+    bench.add_argument(
+        "--scale", type=float, default=1.0, help="multiply every size and duration (smoke tests)"
+    )
     notify = verb("notify", _notify, "send notifications of transitions (Apprise URLs)")
     notify.add_argument("--url", action="append", help="an Apprise URL (repeatable)")
     notify.add_argument("--service", action="append", metavar="PATTERN", help="fnmatch pattern")

@@ -1,0 +1,83 @@
+"""fan-out: many SSE clients on one web worker process, at 2 and 10 events a second.
+
+The clients (`healthbus.bench.sseclient`, a process of their own) connect first; then a
+probe service flips status at the given rate through the real aggregator, so every client
+should receive each transition. Figures: the share delivered within the run (plus a short
+grace), the delay from heartbeat to client (p99), and the worker's RSS; for `healthbus web`
+and for the obvious sse-starlette broadcast (`healthbus.bench.naive`) side by side.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import redis
+
+from healthbus.bench.context import Bench, rss_bytes, spawn
+from healthbus.bench.report import Figure, percentile
+from healthbus.bench.sseclient import Received
+from healthbus.bench.stack import Stack, running_stack
+
+__all__ = ["run"]
+
+TARGET_P99_MS = 100.0
+TARGET_DELIVERED = 1.0
+GRACE_S = 3.0
+PROBE = "fanout-probe"
+
+
+def run(bench: Bench) -> list[Figure]:
+    clients = bench.size(500, 5000, least=5)
+    seconds = bench.seconds(5, 20, least=1)
+    grace = bench.seconds(GRACE_S, GRACE_S)
+    figures: list[Figure] = []
+    for web in ("healthbus", "naive"):
+        for rate in (2, 10):
+            bench.progress(f"fan-out: {web}, {clients:,} clients, {rate} events/s")
+            figures += _measure(bench, web, clients, rate, seconds, grace)
+    return figures
+
+
+def _measure(
+    bench: Bench, web: str, clients: int, rate: int, seconds: float, grace: float
+) -> list[Figure]:
+    with (
+        running_stack(bench, "fanout", web=web) as stack,
+        redis.Redis.from_url(bench.redis_url) as client,
+    ):
+        _flip(client, stack, ok=True)  # the probe appears before anyone listens
+        time.sleep(0.5)
+        url = f"{stack.base_url}/api/health/stream"
+        with spawn(["-m", "healthbus.bench.sseclient", url, str(clients)], pipes=True) as sse:
+            if sse.line().strip() != b"ready":
+                sse.check("while connecting")
+            sent = 0
+            start = time.monotonic()
+            for i in range(int(seconds * rate)):
+                time.sleep(max(0.0, start + i / rate - time.monotonic()))
+                _flip(client, stack, ok=i % 2 == 1)
+                sent += 1
+            time.sleep(grace)
+            rss = rss_bytes(stack.web.pid)
+            received = msgspec.json.decode(sse.finish(), type=Received)
+    delivered = sum(min(n, sent) for n in received.per_client) / (clients * sent)
+    label = f"fan-out: {web}, {clients:,} clients, {rate}/s"
+    p99 = percentile(received.delays_ms, 99)
+    note = f"{sent} events; {received.connected} of {clients} still connected"
+    if web != "healthbus" or rate != 2:
+        return [
+            Figure(name=f"{label}: delivered", value=delivered, unit="ratio", note=note),
+            Figure(name=f"{label}: p99", value=p99, unit="ms"),
+            Figure(name=f"{label}: worker RSS", value=rss / 2**20, unit="MiB"),
+        ]
+    return [
+        Figure.check(f"{label}: delivered", delivered, "ratio", ">=", TARGET_DELIVERED, note),
+        Figure.check(f"{label}: p99", p99, "ms", "<=", TARGET_P99_MS),
+        Figure(name=f"{label}: worker RSS", value=rss / 2**20, unit="MiB"),
+    ]
+
+
+def _flip(client: redis.Redis, stack: Stack, *, ok: bool) -> None:
+    hb = msgspec.json.encode({"v": 1, "service": PROBE, "interval_s": 60, "ok": ok})
+    client.xadd(stack.keys.heartbeats, {"m": hb})
