@@ -177,12 +177,18 @@ def _probe(config: Config, args: argparse.Namespace) -> int:
     probes = _load_probes(config, args, required=True)
     if args.once:
         results = anyio.run(check_all, probes)
-        print(f"{'PROBE':30} {'TYPE':8} {'STATUS':9} {'MS':>9}  ERROR / HINT")
-        for probe, r in zip(probes, results, strict=True):
+        rows = []
+        for probe, found in zip(probes, results, strict=True):
+            rows.append((probe.name, probe.type, found))
+            # a probe's parts (a docket's tasks) are services of their own
+            rows += [(f"{probe.name}.{part}", probe.type, r) for part, r in found.parts.items()]
+        width = max(30, *(len(name) for name, _, _ in rows))
+        print(f"{'PROBE':{width}} {'TYPE':8} {'STATUS':9} {'MS':>9}  ERROR / HINT")
+        for name, kind, r in rows:
             ms = "-" if r.duration_ms is None else f"{r.duration_ms:.1f}"
             note = r.error or r.hint or ""
-            print(f"{probe.name[:30]:30} {probe.type:8} {r.status:9} {ms:>9}  {note}")
-        return 0 if all(r.status == "healthy" for r in results) else 1
+            print(f"{name:{width}} {kind:8} {r.status:9} {ms:>9}  {note}")
+        return 0 if all(r.status == "healthy" for _, _, r in rows) else 1
     config = _with_url(config)
     print(
         f"healthbus: {len(probes)} probe(s) publishing to Redis {_redact(config.redis_url)}, "

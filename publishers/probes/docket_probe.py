@@ -21,7 +21,6 @@ from typing import Annotated, ClassVar, Final
 import anyio
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from publishers.probes.base import Check, Millis, Seconds, UrlProbeSpec, closing
 from publishers.probes.docket_rules import (
@@ -189,7 +188,7 @@ class DocketProbe(UrlProbeSpec, frozen=True, kw_only=True, forbid_unknown_fields
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             heard.record(message["data"])
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # never into the runner: the checks go on without it
                 log.warning("probe %s: live subscription lost (%s); retrying", self.name, exc)
             await anyio.sleep(RESUBSCRIBE_S)
 

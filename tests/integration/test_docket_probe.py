@@ -8,12 +8,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import anyio
 import pytest
 from docket import Docket, Perpetual, Worker
 
 from aggregator import Aggregator
+from healthbus.cli import main
 from healthbus.client import HealthBus
 from healthbus.config import Config
 from healthbus.schema import ServiceView
@@ -174,6 +176,24 @@ async def test_a_task_that_raises_is_in_error_with_its_message(
     assert broken.kind == "probe" and broken.depends_on == ["jobs"]
     assert broken.details is not None and broken.details["last_run"] == "failed"
     assert docket_view.details is not None and docket_view.details["live"] is True
+
+
+def test_once_prints_each_task_of_a_docket_with_no_worker(
+    config: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "probes.toml"
+    file.write_text(
+        f'[[probe]]\nname = "jobs"\ntype = "docket"\nurl = "{config.redis_url}"\n'
+        f'docket = "docket-{config.namespace}"\ntasks = {{ nightly = 86400 }}\n'
+    )
+    assert main(["probe", "--probes", str(file), "--once"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in out[1:]] == [
+        ["jobs", "docket", "error"],
+        ["jobs.nightly", "docket", "error"],
+    ]
+    assert "0 live worker(s), at least 1 expected" in out[1]
+    assert "not scheduled: no runs record" in out[2]
 
 
 async def _true(value: bool) -> bool:
