@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from aggregator.rules import Rules, judge, next_change_ms
+from aggregator.dependencies import FAILING, roots
+from aggregator.hysteresis import observe
+from aggregator.rules import Rules, judge, judge_age, judge_content, next_change_ms
 from aggregator.state import FoldState, Instance, Service
 from healthbus.errors import InvalidMessage
 from healthbus.schema import (
@@ -72,13 +74,14 @@ class Folder:
                 pending.urgent.add(svc.name)
             if not svc.instances:
                 svc.departed_v = v
+            self._depends(svc)
             return out + self._rejudge(svc, now)
         inst = svc.instances.get(key)
         if hb.phase == "start":
             timeout_ms = int((hb.timeout_s or hb.interval_s) * 1000)
             if inst is None:
                 inst = svc.instances[key] = Instance(
-                    hb=hb, last_ms=at_ms, last_v=v, completed=False
+                    hb=hb, last_ms=at_ms, last_v=v, completed=False, depends_on=hb.depends_on
                 )
                 pending.urgent.add(svc.name)
             inst.started_v, inst.start_timeout_ms = v, timeout_ms
@@ -93,8 +96,14 @@ class Folder:
             if inst is not None:
                 # Keep the last verdict, so that only a real change of it counts as urgent.
                 fresh.status, fresh.reason = inst.status, inst.reason
+            fresh.depends_on = hb.depends_on if hb.depends_on is not None else _deps(inst)
+            rise, fall = self.rules.counts(hb.kind)
+            if rise > 1 or fall > 1:
+                status, reason = judge_content(hb, self.rules)
+                fresh.held = observe(inst.held if inst else None, status, reason, rise, fall)
             svc.instances[key] = fresh
         svc.kind, svc.interval_s, svc.last_v = hb.kind, hb.interval_s, v
+        self._depends(svc)
         svc.departed_v = None
         if svc.invalid is not None:
             svc.invalid = None
@@ -227,7 +236,12 @@ class Folder:
             until_v = self.state.clock.to_v(_epoch_ms(hb.intent.until))
             anchor = max(anchor, until_v)
         age = max(0, at_v - anchor)
-        if inst.completed:
+        if inst.completed and inst.held is not None:
+            status, reason = inst.held.status, inst.held.reason
+            late = judge_age(hb, age, self.rules)
+            if late is not None and STATUS_ORDER[late[0]] > STATUS_ORDER[status]:
+                status, reason = late
+        elif inst.completed:
             status, reason = judge(hb, age, self.rules)
         else:
             status, reason = "unknown", "started; waiting for its first result"
@@ -244,19 +258,64 @@ class Folder:
                 deadline = min(deadline, overdue_at + 1)
         return status, reason, deadline
 
+    def _depends(self, svc: Service) -> None:
+        """Keep the service's dependencies (its live instances' `depends_on`) current."""
+        deps = sorted({d for i in svc.instances.values() for d in i.depends_on or ()})
+        if deps != svc.depends_on:
+            self.state.graph.link(svc.name, svc.depends_on, deps)
+            svc.depends_on = deps
+            names = {svc.name}
+            if svc.status == FAILING:
+                names |= self.state.graph.upstream_of(svc.name, lambda n: _failing(self.state, n))
+            self._affected(sorted(names))
+
+    def _affected(self, names: Iterable[str]) -> None:
+        """Recompute the root causes these services are affected by."""
+        services = self.state.services
+        pending = self.state.pending
+
+        def depends_on(name: str) -> list[str]:
+            dep = services.get(name)
+            return dep.depends_on if dep is not None else []
+
+        def status(name: str) -> Status | None:
+            dep = services.get(name)
+            return dep.status if dep is not None else None
+
+        for name in names:
+            svc = services.get(name)
+            if svc is None:
+                continue
+            found = roots(name, depends_on, status) or None
+            if found != svc.affected_by:
+                svc.affected_by = found
+                pending.urgent.add(name)
+                pending.state.add(name)
+
     def _transition(self, svc: Service, to: Status, at_v: int) -> Transition:
         state = self.state
         at_ms = state.clock.to_wall(at_v)
         from_ = svc.status
-        if to in ("degraded", "error") and svc.incident is None:
-            svc.incident = f"{svc.name}:{at_ms}"
+        duration_ms: int | None = None
+        if to in ("degraded", "error"):
+            root = svc.affected_by[0] if svc.affected_by else None
+            if svc.incident is None:
+                svc.incident = f"{svc.name}:{at_ms}"
+                svc.incident_ms, svc.incident_root = at_ms, root
+        else:
+            root = svc.incident_root
+            if svc.incident_ms is not None:
+                duration_ms = at_ms - svc.incident_ms
         incident = svc.incident
         if to in ("healthy", "unknown"):
-            svc.incident = None
+            svc.incident = svc.incident_ms = svc.incident_root = None
         state.set_status(svc, to)
         svc.since_ms = at_ms
         state.pending.urgent.add(svc.name)
         state.pending.state.add(svc.name)
+        if (from_ == FAILING) != (to == FAILING):
+            # Its dependants' root causes change with it.
+            self._affected(state.graph.upstream_of(svc.name, lambda n: _failing(state, n)))
         event = event_name(from_, to)
         return Transition(
             id=f"{svc.name}:{event.rsplit('.', 1)[1]}:{at_ms}",
@@ -268,6 +327,9 @@ class Folder:
             at_ms=at_ms,
             reason=svc.reason,
             incident=incident,
+            root_cause=root,
+            suppressed=root is not None,
+            incident_duration_ms=duration_ms,
         )
 
     def _leave(self, svc: Service, at_v: int, reason: str) -> list[Transition]:
@@ -279,6 +341,15 @@ class Folder:
             bucket.discard(svc.name)
         pending.removed.add(svc.name)
         return [transition]
+
+
+def _deps(inst: Instance | None) -> list[str] | None:
+    return inst.depends_on if inst is not None else None
+
+
+def _failing(state: FoldState, name: str) -> bool:
+    svc = state.services.get(name)
+    return svc is not None and svc.status == FAILING
 
 
 def _material(old: Heartbeat, new: Heartbeat) -> bool:
@@ -321,8 +392,10 @@ def view(svc: Service) -> ServiceView:
         details=hb.details if hb else None,
         error=error,
         hint=hb.hint if hb else None,
-        depends_on=hb.depends_on if hb else None,
+        depends_on=svc.depends_on or None,
         incident=svc.incident,
+        flapping=svc.flapping,
+        affected_by=svc.affected_by,
         instances=[
             InstanceView(
                 instance=key,

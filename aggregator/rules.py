@@ -12,20 +12,46 @@ from typing import Final
 
 import msgspec
 
+from healthbus.config import Config
 from healthbus.schema import STATUS_ORDER, Details, Heartbeat, Status
 
-__all__ = ["Rules", "judge", "next_change_ms"]
+__all__ = ["Rules", "judge", "judge_age", "judge_content", "next_change_ms"]
 
 CONSUMER_ERROR_FAILURES: Final = 5
 CONSUMER_DEGRADED_QUEUE: Final = 0.8
 
 
 class Rules(msgspec.Struct, frozen=True, kw_only=True):
-    """Thresholds of the status rules (design.md defaults)."""
+    """Thresholds of the status rules (design.md defaults).
+
+    The bare defaults are the design's plain rules; opt-in judgement (hysteresis counts
+    above 1, flap detection, quorum, adaptive grace, SLOs) comes from `Config`.
+    """
 
     degraded_after: float = 2.0
     error_after: float = 5.0
     forget_after_ms: int = 7 * 86_400_000
+    #: Consecutive heartbeats judged better (rise) or worse (fall) before a change counts.
+    rise: int = 1
+    fall: int = 1
+    #: Per kind overrides: kind -> (rise, fall).
+    hysteresis_by_kind: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Rules:
+        """The rules an aggregator with `config` judges by."""
+        return cls(
+            degraded_after=config.degraded_after,
+            error_after=config.error_after,
+            forget_after_ms=int(config.forget_after_s * 1000),
+            rise=config.rise,
+            fall=config.fall,
+            hysteresis_by_kind=dict(config.hysteresis_by_kind),
+        )
+
+    def counts(self, kind: str) -> tuple[int, int]:
+        """(rise, fall) for a service of `kind`."""
+        return self.hysteresis_by_kind.get(kind, (self.rise, self.fall))
 
 
 def _seconds(ms: float) -> str:
@@ -46,11 +72,25 @@ def judge(hb: Heartbeat, age_ms: int, rules: Rules) -> tuple[Status, str]:
     return status, reason
 
 
-def _findings(hb: Heartbeat, age_ms: int, rules: Rules) -> Iterator[tuple[Status, str]]:
+def judge_content(hb: Heartbeat, rules: Rules) -> tuple[Status, str]:
+    """What the heartbeat itself says, whatever its age: hysteresis counts these."""
+    return judge(hb, 0, rules)
+
+
+def judge_age(hb: Heartbeat, age_ms: int, rules: Rules) -> tuple[Status, str] | None:
+    """The age rule alone: None while the heartbeat is recent enough."""
     interval_ms = hb.interval_s * 1000
     if age_ms > rules.degraded_after * interval_ms:
         late: Status = "error" if age_ms > rules.error_after * interval_ms else "degraded"
-        yield late, f"no heartbeat for {_seconds(age_ms)} (expected every {_interval(hb)})"
+        return late, f"no heartbeat for {_seconds(age_ms)} (expected every {_interval(hb)})"
+    return None
+
+
+def _findings(hb: Heartbeat, age_ms: int, rules: Rules) -> Iterator[tuple[Status, str]]:
+    interval_ms = hb.interval_s * 1000
+    late = judge_age(hb, age_ms, rules)
+    if late is not None:
+        yield late
     if not hb.ok:
         yield "error", (f"failed: {hb.error}" if hb.error else "last run failed")
     if hb.status is not None:

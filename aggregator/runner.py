@@ -74,11 +74,7 @@ class Aggregator:
         self.config = config
         self.keys = config.keys
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self.rules = Rules(
-            degraded_after=config.degraded_after,
-            error_after=config.error_after,
-            forget_after_ms=int(config.forget_after_s * 1000),
-        )
+        self.rules = Rules.from_config(config)
         self.started_ms = int(time.time() * 1000)
         # Leadership and the committed position; kept across reconnects, dropped on takeover.
         self.token = ""

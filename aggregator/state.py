@@ -11,6 +11,8 @@ import heapq
 
 import msgspec
 
+from aggregator.dependencies import Graph
+from aggregator.hysteresis import Held
 from healthbus.schema import Heartbeat, Status
 
 __all__ = ["Clock", "FoldState", "Instance", "Pending", "Service"]
@@ -30,6 +32,10 @@ class Instance(msgspec.Struct, kw_only=True, gc=False):
     completed: bool = True
     started_v: int | None = None
     start_timeout_ms: int | None = None
+    #: What its heartbeats say, through hysteresis; None with rise = fall = 1.
+    held: Held | None = None
+    #: The last `depends_on` it sent: a heartbeat without one keeps it, `[]` clears it.
+    depends_on: list[str] | None = None
 
 
 class Service(msgspec.Struct, kw_only=True):
@@ -48,6 +54,15 @@ class Service(msgspec.Struct, kw_only=True):
     interval_s: float = 60.0
     last_v: int = 0
     deadline_v: int | None = None
+    #: Union of the live instances' `depends_on`, sorted.
+    depends_on: list[str] = msgspec.field(default_factory=list)
+    #: The deepest failing dependencies (root causes), while any fails.
+    affected_by: list[str] | None = None
+    #: When the open incident began, and the root cause it was opened under.
+    incident_ms: int | None = None
+    incident_root: str | None = None
+    #: Flap detection: whether it flaps now (a flag, not a status).
+    flapping: bool = False
 
 
 class Clock(msgspec.Struct, kw_only=True):
@@ -93,6 +108,8 @@ class FoldState:
         self.clock = Clock()
         self.pending = Pending()
         self.counts: dict[Status, int] = {"unknown": 0, "healthy": 0, "degraded": 0, "error": 0}
+        #: Dependants of each service, rebuilt from `Service.depends_on` on load.
+        self.graph = Graph()
         self._buckets: dict[int, set[str]] = {}
         self._heap: list[int] = []
 
@@ -155,8 +172,10 @@ class FoldState:
     def add(self, service: Service) -> None:
         self.services[service.name] = service
         self.counts[service.status] += 1
+        self.graph.link(service.name, (), service.depends_on)
 
     def remove(self, service: Service) -> None:
         self.schedule(service, None)
         self.counts[service.status] -= 1
+        self.graph.link(service.name, service.depends_on, ())
         del self.services[service.name]

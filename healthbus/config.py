@@ -60,6 +60,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     # Status rules: age thresholds as multiples of the promised interval.
     degraded_after: float = 2.0
     error_after: float = 5.0
+    #: Hysteresis: consecutive heartbeats judged better (rise) or worse (fall) before a
+    #: service's status follows them; 1/1 takes every verdict at once. Silence is not held.
+    rise: int = 1
+    fall: int = 1
+    #: Per service kind: kind -> [rise, fall], e.g. `{consumer = [2, 3]}`.
+    hysteresis_by_kind: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)
 
     # Aggregator.
     lease_ttl_s: float = 5.0
@@ -105,6 +111,13 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             parse_url(self.redis_url)  # one server, a cluster or Sentinel; else a ConfigError
         if not 0 < self.degraded_after <= self.error_after:
             raise ConfigError("degraded_after must be > 0 and <= error_after")
+        counts = [
+            self.rise,
+            self.fall,
+            *(n for pair in self.hysteresis_by_kind.values() for n in pair),
+        ]
+        if min(counts) < 1:
+            raise ConfigError("rise, fall and hysteresis_by_kind counts must be at least 1")
         if self.lease_ttl_s < 1:
             raise ConfigError("lease_ttl_s must be at least 1 second")
         if not NAMESPACE_PATTERN.fullmatch(self.notify_group):

@@ -120,6 +120,8 @@ class Transition(msgspec.Struct, frozen=True, kw_only=True):
     suppressed: bool = False
     silenced: bool = False
     flapping: bool = False
+    #: On the transition that ends an incident: how long it lasted.
+    incident_duration_ms: int | None = None
 
 
 class InstanceView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -151,6 +153,8 @@ class ServiceView(msgspec.Struct, frozen=True, kw_only=True):
     incident: str | None = None
     flapping: bool = False
     instances: list[InstanceView] = msgspec.field(default_factory=list)
+    #: The failing dependencies (deepest first) this service is affected by, if any.
+    affected_by: list[str] | None = None
 
 
 class Meta(msgspec.Struct, frozen=True, kw_only=True):
