@@ -3,9 +3,13 @@ Prefect's defaults, and its mistakes named like any probe's."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
+import jsonschema
 import pytest
+import yaml
 
 from healthbus.errors import ConfigError
 from publishers.probes import load_probes, parse_probes
@@ -15,7 +19,8 @@ from publishers.probes.postgres_probe import PostgresProbe
 from publishers.probes.prefect_preset import PREFECT_SERVICES
 from publishers.probes.redis_probe import RedisProbe
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "prefect.toml"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "prefect.toml"
 ENVIRON = {
     "PREFECT_API_URL": "http://prefect-server:4200/api/",
     "PREFECT_SERVER_DOCKET_URL": "redis://:redis-secret@redis:6379/0",
@@ -111,3 +116,17 @@ port = 1
         "a check must end before the next one is due: lower timeout or raise interval",
         "probes.toml:15: probe 'pf.api': name: another probe is already named 'pf.api'; rename one",
     ]
+
+
+def test_the_readme_config_and_compose_snippet_are_valid() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Watching a self-hosted Prefect", 1)[1].split("\n## ", 1)[0]
+    toml, compose = re.findall(r"```(?:toml|yaml)\n(.*?)```", section, re.S)
+    url = ENVIRON["PREFECT_SERVER_DATABASE_CONNECTION_URL"]
+    probes = parse_probes(toml, "README.md", {"PREFECT_SERVER_DATABASE_CONNECTION_URL": url})
+    docket = probes[-1]
+    assert isinstance(docket, DocketProbe) and docket.docket == "prefect"
+    assert docket.url.endswith("/1") and docket.depends_on == []
+    schema = json.loads((ROOT / "tests" / "data" / "compose-spec.json").read_text())
+    errors = list(jsonschema.Draft7Validator(schema).iter_errors(yaml.safe_load(compose)))
+    assert not errors, [e.message for e in errors]
