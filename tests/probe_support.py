@@ -41,9 +41,9 @@ http_app = Starlette(routes=[Route("/ok", _ok), Route("/fail", _fail)])
 
 
 @contextmanager
-def events_table(rows: int) -> Iterator[tuple[str, str]]:
-    """(database URL, `schema.events`) of a table holding `rows` rows, analyzed so that
-    `pg_class.reltuples` knows; skips the test when PostgreSQL is not reachable."""
+def scratch_schema() -> Iterator[tuple[Any, str]]:
+    """(autocommit connection, name) of a schema of the test's own in the machine's
+    PostgreSQL, dropped after; skips the test when PostgreSQL is not reachable."""
     import psycopg
 
     try:
@@ -54,9 +54,21 @@ def events_table(rows: int) -> Iterator[tuple[str, str]]:
     with conn:
         conn.execute(f"CREATE SCHEMA {schema}")
         try:
-            conn.execute(f"CREATE TABLE {schema}.events (id int)")
-            conn.execute(f"INSERT INTO {schema}.events SELECT generate_series(1, {int(rows)})")
-            conn.execute(f"ANALYZE {schema}.events")
-            yield PG_URL, f"{schema}.events"
+            yield conn, schema
         finally:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def fill_table(conn: Any, table: str, rows: int) -> None:
+    """A table of `rows` rows, analyzed so that `pg_class.reltuples` knows."""
+    conn.execute(f"CREATE TABLE {table} (id int)")
+    conn.execute(f"INSERT INTO {table} SELECT generate_series(1, {int(rows)})")
+    conn.execute(f"ANALYZE {table}")
+
+
+@contextmanager
+def events_table(rows: int) -> Iterator[tuple[str, str]]:
+    """(database URL, `schema.events`) of a table holding `rows` rows."""
+    with scratch_schema() as (conn, schema):
+        fill_table(conn, f"{schema}.events", rows)
+        yield PG_URL, f"{schema}.events"

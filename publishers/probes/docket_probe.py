@@ -3,10 +3,10 @@ from its keys, without its code: one heartbeat for the docket (live workers, tas
 a slot, tasks overdue) and one per perpetual task, `<probe name>.<task key>` (late, running too
 long, not scheduled, its last run failed).
 
-The keys and why `live` matters are in `docket_rules`; `check()` reads them in three round
-trips, the rules grade them without I/O. With `live = true` (the default) the runner keeps one
-subscription to the tasks' `{p}:state:<key>` channels open between checks, the only place a
-perpetual run's failure and its message appear.
+The keys and why `live` matters are in `docket_rules`; `check()` reads them in a few round
+trips, the rules grade them without I/O. With `live = true` (the default) the runner keeps
+one subscription to the tasks' `{p}:state:<key>` channels open between checks: the only
+place a perpetual run's failure and its message appear.
 """
 
 from __future__ import annotations
@@ -117,41 +117,10 @@ class DocketProbe(UrlProbeSpec, frozen=True, kw_only=True, forbid_unknown_fields
             tg.cancel_scope.cancel()
 
     async def _check(self, heard: LiveLog | None) -> ProbeResult:
-        keys, tasks = self.keys, list(self.tasks)
         client = connect(self.url)
         async with closing(client.aclose):
             _, ping_ms = await ping(client)
-            seconds, micros = await client.time()
-            now = seconds + micros / 1e6
-            alive_since = now - self.worker_timeout
-            pipe = client.pipeline(transaction=False)
-            pipe.xlen(keys.stream)
-            pipe.xpending(keys.stream, WORKER_GROUP)
-            pipe.zcard(keys.queue)
-            pipe.zcount(keys.queue, "-inf", now)
-            pipe.zcount(keys.workers, alive_since, "+inf")
-            pipe.zrevrange(keys.workers, 0, 0, withscores=True)
-            for key in tasks:
-                pipe.hgetall(keys.runs(key))
-            replies = await pipe.execute(raise_on_error=False)
-            runs = [_text_map(reply) for reply in replies[6:]]
-            pipe = client.pipeline(transaction=False)
-            for key, run in zip(tasks, runs, strict=True):
-                pipe.zcount(keys.task_workers(run.get("function", key)), alive_since, "+inf")
-            able = await pipe.execute(raise_on_error=False) if tasks else []
-        length, pending, queued, overdue, alive, last = replies[:6]
-        for reply in (length, queued, overdue, alive):
-            if isinstance(reply, Exception):
-                raise reply
-        stats = DocketStats(
-            now=now,
-            stream_length=length,
-            pending=_pending(pending),
-            queue_length=queued,
-            overdue=overdue,
-            workers_alive=alive,
-            last_worker_seen=last[0][1] if isinstance(last, list) and last else None,
-        )
+            stats, runs, able = await self._read(client)
         result = judge_docket(
             stats,
             ping_ms,
@@ -164,17 +133,56 @@ class DocketProbe(UrlProbeSpec, frozen=True, kw_only=True, forbid_unknown_fields
         parts = {
             key: judge_task(
                 key,
-                self.tasks[key],
+                every,
                 run,
-                now=now,
+                now=stats.now,
                 rules=rules,
-                able=count if isinstance(count, int) else None,
+                able=count,
                 ended=heard.ended.get(key) if heard else None,
             )
-            for key, run, count in zip(tasks, runs, able, strict=True)
+            for (key, every), run, count in zip(self.tasks.items(), runs, able, strict=True)
         }
         details = {"docket": self.docket, **result.details, "live": heard is not None}
         return msgspec.structs.replace(result, details=details, parts=parts)
+
+    async def _read(
+        self, client: aioredis.Redis
+    ) -> tuple[DocketStats, list[dict[str, str]], list[int | None]]:
+        """The docket's numbers, each task's runs record, and the live workers that have each
+        task registered (None: unreadable), by the Redis server's clock."""
+        keys = self.keys
+        seconds, micros = await client.time()
+        now = seconds + micros / 1e6
+        alive_since = now - self.worker_timeout
+        pipe = client.pipeline(transaction=False)
+        pipe.xlen(keys.stream)
+        pipe.xpending(keys.stream, WORKER_GROUP)
+        pipe.zcard(keys.queue)
+        pipe.zcount(keys.queue, "-inf", now)
+        pipe.zcount(keys.workers, alive_since, "+inf")
+        pipe.zrevrange(keys.workers, 0, 0, withscores=True)
+        for key in self.tasks:
+            pipe.hgetall(keys.runs(key))
+        replies = await pipe.execute(raise_on_error=False)
+        length, pending, queued, overdue, alive, last = replies[:6]
+        for reply in (length, queued, overdue, alive):
+            if isinstance(reply, Exception):
+                raise reply
+        runs = [_text_map(reply) for reply in replies[6:]]
+        pipe = client.pipeline(transaction=False)
+        for key, run in zip(self.tasks, runs, strict=True):  # by function: a key may differ
+            pipe.zcount(keys.task_workers(run.get("function", key)), alive_since, "+inf")
+        able = await pipe.execute(raise_on_error=False) if runs else []
+        stats = DocketStats(
+            now=now,
+            stream_length=length,
+            pending=_pending(pending),
+            queue_length=queued,
+            overdue=overdue,
+            workers_alive=alive,
+            last_worker_seen=last[0][1] if isinstance(last, list) and last else None,
+        )
+        return stats, runs, [n if isinstance(n, int) else None for n in able]
 
     async def _listen(self, heard: LiveLog) -> None:
         """Fold every event of the tasks' state channels into `heard`, subscribing again

@@ -8,12 +8,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
@@ -28,8 +26,8 @@ from starlette.routing import Route
 from healthbus.embedded import RedisServer, free_port
 from publishers.probes import ProbeResult, ProbeSpec, check_all, parse_probes
 from publishers.probes.prefect_preset import PREFECT_SERVICES
-from tests.probe_support import PG_URL
-from tests.support import wait_until
+from tests.probe_support import PG_URL, fill_table, scratch_schema
+from tests.support import stop_process, wait_until
 from tests.webserver import serve
 
 pytestmark = pytest.mark.anyio
@@ -131,23 +129,12 @@ def prefect_tables(rows: int) -> Iterator[str]:
     each in a schema of the test's own, and a held connection named `prefect-server`."""
     import psycopg
 
-    try:
-        conn: Any = psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at {PG_URL} is not reachable ({exc}); set HEALTHBUS_TEST_PG_URL")
-    schema = "hb_prefect_" + uuid.uuid4().hex[:12]
-    with conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-        try:
-            for table in ("events", "event_resources"):
-                conn.execute(f"CREATE TABLE {schema}.{table} (id int)")
-                conn.execute(f"INSERT INTO {schema}.{table} SELECT generate_series(1, {rows})")
-                conn.execute(f"ANALYZE {schema}.{table}")
-            url = PG_URL.replace("postgresql://", "postgresql+asyncpg://")
-            with psycopg.connect(PG_URL, application_name="prefect-server"):
-                yield f"{url}?options=-csearch_path%3D{schema}"
-        finally:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with scratch_schema() as (conn, schema):
+        for table in ("events", "event_resources"):
+            fill_table(conn, f"{schema}.{table}", rows)
+        url = PG_URL.replace("postgresql://", "postgresql+asyncpg://")
+        with psycopg.connect(PG_URL, application_name="prefect-server"):
+            yield f"{url}?options=-csearch_path%3D{schema}"
 
 
 async def test_the_preset_reads_prefects_tables_and_connections() -> None:
@@ -222,12 +209,7 @@ def prefect_server(
         try:
             yield f"http://127.0.0.1:{port}/api", server
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_process(server, timeout=30)
 
 
 async def _when(
