@@ -20,7 +20,7 @@ import msgspec
 import redis.exceptions
 
 from healthbus.config import Config
-from healthbus.connection import AsyncClient, bus_errors, connect
+from healthbus.connection import AsyncClient, bus_errors, connect, follow_master
 from healthbus.keys import Keys
 from healthbus.schema import Meta, ServiceView, Transition, Update, decode_meta
 
@@ -92,6 +92,7 @@ class HealthBus:
         cursor = after
         while True:
             with bus_errors(self.url):
+                await follow_master(self.redis)
                 reply: Any = await self.redis.xread(
                     {self.keys.updates: cursor}, block=BLOCK_MS, count=100
                 )
@@ -132,6 +133,8 @@ class HealthBus:
     ) -> list[Entry]:
         """One read through `group`, not acked: this consumer's own pending entries, or new
         ones waiting up to `block_ms`. For consumers that ack in batches (the notifier)."""
+        with bus_errors(self.url):
+            await follow_master(self.redis)  # a failed-over master stays readable for seconds
         reply: Any = await self._in_group(
             group,
             self.redis.xreadgroup(
