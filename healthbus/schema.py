@@ -202,6 +202,10 @@ _encoder = msgspec.json.Encoder()
 encode = _encoder.encode
 
 _heartbeat_decoder = msgspec.json.Decoder(Heartbeat)
+#: What decoding hostile bytes may raise: msgspec's own errors, and from its C code
+#: RecursionError (deeply nested arrays or objects) and UnicodeDecodeError (invalid UTF-8
+#: inside a string it must check, such as `service`). Any other escape would stop the fold.
+_DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeError)
 _details_size_encoder = msgspec.json.Encoder()
 
 
@@ -224,7 +228,7 @@ def decode_heartbeat(raw: bytes) -> Heartbeat:
         )
     try:
         hb = _heartbeat_decoder.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except _DECODE_ERRORS as exc:
         probe = _probe(raw)
         if probe is not None and isinstance(probe.v, int) and probe.v != SCHEMA_VERSION:
             raise InvalidMessage(f"unknown major version v={probe.v}") from None
@@ -245,7 +249,7 @@ def decode_heartbeat(raw: bytes) -> Heartbeat:
 def _probe(raw: bytes) -> _Probe | None:
     try:
         return _probe_decoder.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except _DECODE_ERRORS:
         return None
 
 
