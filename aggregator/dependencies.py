@@ -10,10 +10,14 @@ graph and the statuses in, names out.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from healthbus.schema import Status
 
-__all__ = ["Graph", "roots"]
+if TYPE_CHECKING:
+    from aggregator.state import FoldState, Service
+
+__all__ = ["FAILING", "Graph", "relink", "roots", "status_changed"]
 
 #: The status in which a dependency explains its dependants' failures.
 FAILING: Status = "error"
@@ -90,3 +94,52 @@ def roots(
         for root in names:
             found[root] = max(found.get(root, -1), d)
     return sorted(found, key=lambda root: (-found[root], root))
+
+
+def relink(state: FoldState, svc: Service) -> None:
+    """Keep `svc`'s dependencies (its live instances' `depends_on`) and the graph current."""
+    deps = sorted({d for i in svc.instances.values() for d in i.depends_on or ()})
+    if deps == svc.depends_on:
+        return
+    state.graph.link(svc.name, svc.depends_on, deps)
+    svc.depends_on = deps
+    names = {svc.name}
+    if svc.status == FAILING:
+        names |= _upstream(state, svc.name)
+    _refresh(state, sorted(names))
+
+
+def status_changed(state: FoldState, name: str) -> None:
+    """`name` started or stopped failing: its dependants' root causes change with it."""
+    _refresh(state, sorted(_upstream(state, name)))
+
+
+def _upstream(state: FoldState, name: str) -> set[str]:
+    def failing(user: str) -> bool:
+        svc = state.services.get(user)
+        return svc is not None and svc.status == FAILING
+
+    return state.graph.upstream_of(name, failing)
+
+
+def _refresh(state: FoldState, names: Iterable[str]) -> None:
+    """Recompute the root causes these services are affected by."""
+    services = state.services
+
+    def depends_on(name: str) -> list[str]:
+        dep = services.get(name)
+        return dep.depends_on if dep is not None else []
+
+    def status(name: str) -> Status | None:
+        dep = services.get(name)
+        return dep.status if dep is not None else None
+
+    for name in names:
+        svc = services.get(name)
+        if svc is None:
+            continue
+        found = roots(name, depends_on, status) or None
+        if found != svc.affected_by:
+            svc.affected_by = found
+            state.pending.urgent.add(name)
+            state.pending.state.add(name)

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from aggregator.dependencies import FAILING, roots
+from aggregator.dependencies import FAILING, relink, status_changed
+from aggregator.flapping import judge_flapping
 from aggregator.hysteresis import observe
 from aggregator.rules import Rules, judge, judge_age, judge_content, next_change_ms
 from aggregator.state import FoldState, Instance, Service
+from healthbus.commands import Command, fold_command, prune, silenced
 from healthbus.errors import InvalidMessage
 from healthbus.schema import (
     STATUS_ORDER,
@@ -23,6 +25,7 @@ from healthbus.schema import (
     Status,
     Transition,
     iso_ms,
+    worst,
 )
 
 __all__ = ["Folder", "event_name", "view"]
@@ -74,8 +77,8 @@ class Folder:
                 pending.urgent.add(svc.name)
             if not svc.instances:
                 svc.departed_v = v
-            self._depends(svc)
-            return out + self._rejudge(svc, now)
+            relink(state, svc)
+            return out + self._rejudge(svc, now, observed=False)
         inst = svc.instances.get(key)
         if hb.phase == "start":
             timeout_ms = int((hb.timeout_s or hb.interval_s) * 1000)
@@ -103,12 +106,12 @@ class Folder:
                 fresh.held = observe(inst.held if inst else None, status, reason, rise, fall)
             svc.instances[key] = fresh
         svc.kind, svc.interval_s, svc.last_v = hb.kind, hb.interval_s, v
-        self._depends(svc)
+        relink(state, svc)
         svc.departed_v = None
         if svc.invalid is not None:
             svc.invalid = None
             pending.urgent.add(svc.name)
-        return out + self._rejudge(svc, now)
+        return out + self._rejudge(svc, now, observed=hb.phase != "start")
 
     def reject(self, service: str, reason: str, at_ms: int) -> list[Transition]:
         """A malformed entry named this (valid) service: its publisher is broken."""
@@ -122,14 +125,29 @@ class Folder:
             state.pending.urgent.add(svc.name)
         svc.invalid = reason
         state.pending.state.add(svc.name)
-        return out + self._rejudge(svc, state.clock.now_v)
+        return out + self._rejudge(svc, state.clock.now_v, observed=True)
 
     def expire(self, now_ms: int) -> list[Transition]:
         """Advance the watermark to `now_ms` and fold every deadline passed on the way.
 
         A transition caused by silence is stamped at its deadline, not when noticed.
         """
-        return self._expire_to(self.state.clock.to_v(now_ms))
+        out = self._expire_to(self.state.clock.to_v(now_ms))
+        commands = self.state.commands
+        if commands.silences:
+            prune(commands, self.state.clock.to_wall(self.state.clock.now_v))
+        return out
+
+    def command(self, cmd: Command, at_ms: int, entry_id: str) -> list[Transition]:
+        """Fold one operator command, commands-stream entry `entry_id` of time `at_ms`.
+
+        Deadlines up to `at_ms` come first, as for a heartbeat, so a silence marks exactly
+        the transitions stamped inside its window, however the runner batches its reads.
+        """
+        out = self._expire_to(self.state.clock.to_v(at_ms))
+        fold_command(self.state.commands, cmd, at_ms)
+        self.state.commands.cursor = entry_id
+        return out
 
     def grant(self, blind_from_ms: int, blind_to_ms: int) -> int:
         """Declare [from, to) blind (Redis unreachable, or entries trimmed unread).
@@ -187,15 +205,20 @@ class Folder:
         self.state.pending.urgent.add(name)
         return svc
 
-    def _rejudge(self, svc: Service, at_v: int) -> list[Transition]:
-        """Recompute `svc` as of virtual time `at_v`; a transition if its status changed."""
+    def _rejudge(self, svc: Service, at_v: int, *, observed: bool = False) -> list[Transition]:
+        """Recompute `svc` as of virtual time `at_v`; a transition if its status changed.
+
+        `observed`: a heartbeat (or reject) of it was just folded, which flap detection
+        counts as an observation even when its status stays the same."""
         rules = self.rules
         status: Status = "unknown"
+        raw: Status = "unknown"
         reason = "no live instance"
         deadline: int | None = None
         many = len(svc.instances) > 1
         for key, inst in svc.instances.items():
-            inst_status, inst_reason, inst_deadline = self._judge_instance(inst, at_v)
+            inst_status, inst_reason, inst_deadline, inst_raw = self._judge_instance(inst, at_v)
+            raw = worst(raw, inst_raw)
             if (inst.status, inst.reason) != (inst_status, inst_reason):
                 inst.status, inst.reason = inst_status, inst_reason
                 self.state.pending.urgent.add(svc.name)
@@ -207,7 +230,7 @@ class Folder:
                 # deadline not after `at_v` would make expire() fold it again forever).
                 deadline = inst_deadline if deadline is None else min(deadline, inst_deadline)
         if svc.invalid is not None:
-            status, reason = "error", svc.invalid
+            status, reason, raw = "error", svc.invalid, "error"
         elif not svc.instances:
             deadline = None
             if svc.departed_v is not None:
@@ -222,14 +245,46 @@ class Folder:
         forget_at = svc.last_v + rules.forget_after_ms
         deadline = forget_at if deadline is None else min(deadline, forget_at)
         self.state.schedule(svc, deadline)
+        out: list[Transition] = []
+        if rules.flap_high_pct > 0:
+            window, flapping = svc.flap_window, svc.flapping
+            status, reason, news = judge_flapping(svc, status, raw, reason, observed, rules)
+            if window != svc.flap_window:
+                self.state.pending.state.add(svc.name)
+            if flapping != svc.flapping:
+                self.state.pending.urgent.add(svc.name)
+                out.append(self._event(svc, "flapping" if svc.flapping else "stable", at_v, news))
         if reason != svc.reason:
             svc.reason = reason
             self.state.pending.urgent.add(svc.name)
         if status == svc.status:
-            return []
-        return [self._transition(svc, status, at_v)]
+            return out
+        return [*out, self._transition(svc, status, at_v)]
 
-    def _judge_instance(self, inst: Instance, at_v: int) -> tuple[Status, str, int]:
+    def _event(self, svc: Service, name: str, at_v: int, reason: str) -> Transition:
+        """A transition that changes no status (`from` = `to`): flapping, stable."""
+        at_ms = self.state.clock.to_wall(at_v)
+        return Transition(
+            id=f"{svc.name}:{name}:{at_ms}",
+            event=EVENT_PREFIX + name,
+            service=svc.name,
+            from_=svc.status,
+            to=svc.status,
+            at=iso_ms(at_ms),
+            at_ms=at_ms,
+            reason=reason,
+            incident=svc.incident,
+            silenced=self._silenced(svc.name, at_ms),
+            flapping=svc.flapping,
+        )
+
+    def _silenced(self, name: str, at_ms: int) -> bool:
+        silences = self.state.commands.silences
+        return bool(silences) and silenced(silences.values(), name, at_ms)
+
+    def _judge_instance(self, inst: Instance, at_v: int) -> tuple[Status, str, int, Status]:
+        """Status, reason, next deadline, and the status without hysteresis (what flap
+        detection observes)."""
         hb = inst.hb
         anchor = inst.last_v
         if hb.intent is not None:
@@ -241,56 +296,25 @@ class Folder:
             late = judge_age(hb, age, self.rules)
             if late is not None and STATUS_ORDER[late[0]] > STATUS_ORDER[status]:
                 status, reason = late
+            raw = judge(hb, age, self.rules)[0]
         elif inst.completed:
             status, reason = judge(hb, age, self.rules)
+            raw = status
         else:
-            status, reason = "unknown", "started; waiting for its first result"
+            status = raw = "unknown"
+            reason = "started; waiting for its first result"
         deadline = anchor + next_change_ms(hb, age, self.rules)
         if inst.started_v is not None and inst.start_timeout_ms is not None:
             overdue_at = inst.started_v + inst.start_timeout_ms
             if at_v > overdue_at:
-                status = "error"
+                status = raw = "error"
                 reason = (
                     f"started {(at_v - inst.started_v) / 1000:.1f} s ago and has not finished "
                     f"(timeout {inst.start_timeout_ms / 1000:g} s)"
                 )
             else:
                 deadline = min(deadline, overdue_at + 1)
-        return status, reason, deadline
-
-    def _depends(self, svc: Service) -> None:
-        """Keep the service's dependencies (its live instances' `depends_on`) current."""
-        deps = sorted({d for i in svc.instances.values() for d in i.depends_on or ()})
-        if deps != svc.depends_on:
-            self.state.graph.link(svc.name, svc.depends_on, deps)
-            svc.depends_on = deps
-            names = {svc.name}
-            if svc.status == FAILING:
-                names |= self.state.graph.upstream_of(svc.name, lambda n: _failing(self.state, n))
-            self._affected(sorted(names))
-
-    def _affected(self, names: Iterable[str]) -> None:
-        """Recompute the root causes these services are affected by."""
-        services = self.state.services
-        pending = self.state.pending
-
-        def depends_on(name: str) -> list[str]:
-            dep = services.get(name)
-            return dep.depends_on if dep is not None else []
-
-        def status(name: str) -> Status | None:
-            dep = services.get(name)
-            return dep.status if dep is not None else None
-
-        for name in names:
-            svc = services.get(name)
-            if svc is None:
-                continue
-            found = roots(name, depends_on, status) or None
-            if found != svc.affected_by:
-                svc.affected_by = found
-                pending.urgent.add(name)
-                pending.state.add(name)
+        return status, reason, deadline, raw
 
     def _transition(self, svc: Service, to: Status, at_v: int) -> Transition:
         state = self.state
@@ -314,8 +338,7 @@ class Folder:
         state.pending.urgent.add(svc.name)
         state.pending.state.add(svc.name)
         if (from_ == FAILING) != (to == FAILING):
-            # Its dependants' root causes change with it.
-            self._affected(state.graph.upstream_of(svc.name, lambda n: _failing(state, n)))
+            status_changed(state, svc.name)
         event = event_name(from_, to)
         return Transition(
             id=f"{svc.name}:{event.rsplit('.', 1)[1]}:{at_ms}",
@@ -329,6 +352,8 @@ class Folder:
             incident=incident,
             root_cause=root,
             suppressed=root is not None,
+            silenced=self._silenced(svc.name, at_ms),
+            flapping=svc.flapping,
             incident_duration_ms=duration_ms,
         )
 
@@ -345,11 +370,6 @@ class Folder:
 
 def _deps(inst: Instance | None) -> list[str] | None:
     return inst.depends_on if inst is not None else None
-
-
-def _failing(state: FoldState, name: str) -> bool:
-    svc = state.services.get(name)
-    return svc is not None and svc.status == FAILING
 
 
 def _material(old: Heartbeat, new: Heartbeat) -> bool:
@@ -374,10 +394,8 @@ def view(svc: Service) -> ServiceView:
     """The snapshot's document for one service."""
     instances = sorted(svc.instances.items(), key=lambda kv: kv[1].last_ms, reverse=True)
     latest = instances[0][1] if instances else None
-    worst = max((inst for _, inst in instances), key=lambda i: STATUS_ORDER[i.status], default=None)
-    error = svc.invalid or (
-        worst.hb.error if worst is not None and worst.status != "healthy" else None
-    )
+    bad = max((inst for _, inst in instances), key=lambda i: STATUS_ORDER[i.status], default=None)
+    error = svc.invalid or (bad.hb.error if bad is not None and bad.status != "healthy" else None)
     hb = latest.hb if latest is not None else None
     return ServiceView(
         name=svc.name,

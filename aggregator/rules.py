@@ -36,6 +36,9 @@ class Rules(msgspec.Struct, frozen=True, kw_only=True):
     fall: int = 1
     #: Per kind overrides: kind -> (rise, fall).
     hysteresis_by_kind: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)
+    #: Flap detection thresholds (percent state change); a high of 0 turns it off.
+    flap_high_pct: float = 0.0
+    flap_low_pct: float = 0.0
 
     @classmethod
     def from_config(cls, config: Config) -> Rules:
@@ -47,6 +50,8 @@ class Rules(msgspec.Struct, frozen=True, kw_only=True):
             rise=config.rise,
             fall=config.fall,
             hysteresis_by_kind=dict(config.hysteresis_by_kind),
+            flap_high_pct=config.flap_high_pct,
+            flap_low_pct=config.flap_low_pct,
         )
 
     def counts(self, kind: str) -> tuple[int, int]:

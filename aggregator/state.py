@@ -13,6 +13,7 @@ import msgspec
 
 from aggregator.dependencies import Graph
 from aggregator.hysteresis import Held
+from healthbus.commands import Commands
 from healthbus.schema import Heartbeat, Status
 
 __all__ = ["Clock", "FoldState", "Instance", "Pending", "Service"]
@@ -61,8 +62,10 @@ class Service(msgspec.Struct, kw_only=True):
     #: When the open incident began, and the root cause it was opened under.
     incident_ms: int | None = None
     incident_root: str | None = None
-    #: Flap detection: whether it flaps now (a flag, not a status).
+    #: Flap detection: whether it flaps now (a flag, not a status), and the statuses of
+    #: its last observations, one letter each (see flapping.py).
     flapping: bool = False
+    flap_window: str = ""
 
 
 class Clock(msgspec.Struct, kw_only=True):
@@ -110,6 +113,8 @@ class FoldState:
         self.counts: dict[Status, int] = {"unknown": 0, "healthy": 0, "degraded": 0, "error": 0}
         #: Dependants of each service, rebuilt from `Service.depends_on` on load.
         self.graph = Graph()
+        #: Operator commands folded so far (silences), with their stream's cursor.
+        self.commands = Commands()
         self._buckets: dict[int, set[str]] = {}
         self._heap: list[int] = []
 

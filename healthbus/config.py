@@ -66,6 +66,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     fall: int = 1
     #: Per service kind: kind -> [rise, fall], e.g. `{consumer = [2, 3]}`.
     hysteresis_by_kind: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)
+    #: Flap detection: a service whose weighted percent state change over its last 21
+    #: observations exceeds the high threshold flaps until it drops below the low one.
+    #: A high of 0 turns it off.
+    flap_high_pct: float = 40.0
+    flap_low_pct: float = 20.0
 
     # Aggregator.
     lease_ttl_s: float = 5.0
@@ -118,6 +123,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         ]
         if min(counts) < 1:
             raise ConfigError("rise, fall and hysteresis_by_kind counts must be at least 1")
+        if not 0 <= self.flap_low_pct <= self.flap_high_pct <= 100:
+            raise ConfigError("flap thresholds need 0 <= flap_low_pct <= flap_high_pct <= 100")
         if self.lease_ttl_s < 1:
             raise ConfigError("lease_ttl_s must be at least 1 second")
         if not NAMESPACE_PATTERN.fullmatch(self.notify_group):

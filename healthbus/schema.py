@@ -49,7 +49,7 @@ ERROR_MAX_BYTES: Final = 1024
 DETAILS_MAX_BYTES: Final = 2048
 MESSAGE_MAX_BYTES: Final = 8192
 #: Field names of the snapshot and state hashes that are not services.
-RESERVED_NAMES: Final = frozenset({"_meta", "_fold"})
+RESERVED_NAMES: Final = frozenset({"_meta", "_fold", "_commands"})
 
 Status = Literal["unknown", "healthy", "degraded", "error"]
 SelfStatus = Literal["healthy", "degraded", "error"]

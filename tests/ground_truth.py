@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from aggregator.fold import Folder
+from aggregator.rules import Rules
 from aggregator.state import FoldState
 from healthbus.config import Config
 from healthbus.connection import AsyncClient
@@ -40,9 +41,9 @@ async def caught_up(redis: AsyncClient, config: Config, last: str) -> bool:
     return m is not None and m.as_of == last
 
 
-def pure_fold(entries: list[Any]) -> list[str]:
+def pure_fold(entries: list[Any], rules: Rules | None = None) -> list[str]:
     """The transition ids one uninterrupted fold of `entries` produces, in order."""
-    folder = Folder(FoldState())
+    folder = Folder(FoldState(), rules)
     ids: list[str] = []
     for raw_id, fields in entries:
         try:
@@ -57,7 +58,7 @@ async def assert_matches_pure_fold(redis: AsyncClient, config: Config) -> None:
     """The transitions stream holds exactly the pure fold's transitions: none lost, none
     repeated, none extra, in the same order."""
     rows: Any = await redis.xrange(config.keys.heartbeats)
-    expected = pure_fold(rows)
+    expected = pure_fold(rows, Rules.from_config(config))
     actual = [t.id for t in await transitions(redis, config)]
     missing = [i for i in expected if i not in actual]
     repeated = [i for i in actual if actual.count(i) > 1 or i not in expected]
