@@ -8,6 +8,7 @@ or no aggregator the snapshot says so (`meta: null`, `stale: true`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Final
@@ -16,7 +17,7 @@ import anyio
 from sse_starlette.sse import EventSourceResponse, SendTimeoutError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from healthbus.config import Config
 from healthbus.schema import parse_stream_id
@@ -35,6 +36,15 @@ AHEAD_WAIT_S: Final = 2.0
 
 class EventStream(EventSourceResponse):
     """An SSE response that ends quietly when the client stops reading (`send_timeout`)."""
+
+    async def _send_with_timeout(self, send: Send, message: Message) -> None:
+        """sse-starlette's per-message timeout, with asyncio's own timer: an anyio cancel
+        scope per message was a third of the CPU of a worker fanning out to 5 000 clients."""
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await send(message)
+        except TimeoutError:
+            raise SendTimeoutError() from None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
