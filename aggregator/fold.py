@@ -13,6 +13,7 @@ from datetime import datetime
 from aggregator.dependencies import FAILING, relink, status_changed
 from aggregator.flapping import judge_flapping
 from aggregator.hysteresis import observe
+from aggregator.quorum import quorum_for, quorum_status
 from aggregator.rules import Rules, judge, judge_age, judge_content, next_change_ms
 from aggregator.state import FoldState, Instance, Service
 from healthbus.commands import Command, fold_command, prune, silenced
@@ -50,6 +51,8 @@ class Folder:
         self.state = state
         self.rules = rules or Rules()
         self.max_services = max_services
+        #: Each service's quorum rule (None: worst-of), looked up once per name.
+        self._quorums: dict[str, int | None] = {}
 
     # -- inputs -----------------------------------------------------------------------
 
@@ -229,6 +232,8 @@ class Folder:
                 # Past the forget age an instance's age rule has no further deadline (and a
                 # deadline not after `at_v` would make expire() fold it again forever).
                 deadline = inst_deadline if deadline is None else min(deadline, inst_deadline)
+        if rules.quorum and svc.instances:
+            status, raw, reason = self._quorum(svc, status, raw, reason)
         if svc.invalid is not None:
             status, reason, raw = "error", svc.invalid, "error"
         elif not svc.instances:
@@ -282,14 +287,28 @@ class Folder:
         silences = self.state.commands.silences
         return bool(silences) and silenced(silences.values(), name, at_ms)
 
+    def _quorum(
+        self, svc: Service, status: Status, raw: Status, reason: str
+    ) -> tuple[Status, Status, str]:
+        """A quorum rule, if one matches, replaces worst-of (raw included)."""
+        k = self._quorums.get(svc.name, -1)
+        if k == -1:
+            k = self._quorums[svc.name] = quorum_for(svc.name, self.rules.quorum)
+        found = quorum_status([i.status for i in svc.instances.values()], k) if k else None
+        if found is None or found[0] == status == "healthy":
+            return status, raw, reason
+        return found[0], found[0], found[1]
+
     def _judge_instance(self, inst: Instance, at_v: int) -> tuple[Status, str, int, Status]:
         """Status, reason, next deadline, and the status without hysteresis (what flap
         detection observes)."""
         hb = inst.hb
         anchor = inst.last_v
+        intended = False
         if hb.intent is not None:
             until_v = self.state.clock.to_v(_epoch_ms(hb.intent.until))
             anchor = max(anchor, until_v)
+            intended = at_v < until_v
         age = max(0, at_v - anchor)
         if inst.completed and inst.held is not None:
             status, reason = inst.held.status, inst.held.reason
@@ -300,6 +319,8 @@ class Folder:
         elif inst.completed:
             status, reason = judge(hb, age, self.rules)
             raw = status
+            if intended and status == "healthy" and hb.intent is not None:
+                reason = f"{hb.intent.state} until {iso_ms(_epoch_ms(hb.intent.until))}"
         else:
             status = raw = "unknown"
             reason = "started; waiting for its first result"

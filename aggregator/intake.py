@@ -22,7 +22,8 @@ from healthbus.schema import Transition, parse_stream_id
 
 __all__ = ["Entry", "Intake", "order_key"]
 
-Entry = tuple[bytes, dict[bytes, bytes]]
+#: A commands entry: its id and its fields (a mapping, or flat as Redis sends them).
+Entry = tuple[bytes, dict[bytes, bytes] | list[bytes]]
 
 
 def order_key(entry_id: str, command: bool) -> tuple[int, int, int]:
@@ -41,9 +42,16 @@ class Intake:
     def __bool__(self) -> bool:
         return bool(self._held)
 
+    def first_ms(self, default: int) -> int:
+        """The time of the oldest held command (the fold's watermark may not pass it
+        before that command is folded), or `default` when none is held."""
+        return order_key(self._held[0][0], True)[0] if self._held else default
+
     def add(self, entries: Sequence[Entry]) -> None:
         for raw_id, fields in entries:
             self.read = raw_id.decode()
+            if isinstance(fields, list):
+                fields = dict(zip(fields[::2], fields[1::2], strict=False))
             self._held.append((self.read, fields))
 
     def release(self, folder: Folder, before_ms: int, dead: list[DeadLetter]) -> list[Transition]:

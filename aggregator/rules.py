@@ -39,6 +39,8 @@ class Rules(msgspec.Struct, frozen=True, kw_only=True):
     #: Flap detection thresholds (percent state change); a high of 0 turns it off.
     flap_high_pct: float = 0.0
     flap_low_pct: float = 0.0
+    #: fnmatch pattern -> instances that must be healthy; unmatched services: worst-of.
+    quorum: dict[str, int] = msgspec.field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: Config) -> Rules:
@@ -52,6 +54,7 @@ class Rules(msgspec.Struct, frozen=True, kw_only=True):
             hysteresis_by_kind=dict(config.hysteresis_by_kind),
             flap_high_pct=config.flap_high_pct,
             flap_low_pct=config.flap_low_pct,
+            quorum=dict(config.quorum),
         )
 
     def counts(self, kind: str) -> tuple[int, int]:

@@ -21,7 +21,8 @@ import redis.asyncio as aioredis
 from aggregator import scripts
 from aggregator.commit import MAX_BYTES, MAX_SERVICES, DeadLetter, Part, build_parts, commit_args
 from aggregator.fold import Folder, worst_status
-from aggregator.persist import CLOCK_FIELD, load_state
+from aggregator.intake import Intake
+from aggregator.persist import fold_rows, load_state
 from aggregator.rules import Rules
 from aggregator.state import FoldState
 from healthbus import __version__
@@ -58,6 +59,9 @@ MAX_BLOCK_MS: Final = 1000
 #: in naps of NAP_MS between reads that do not block.
 REDIS_TICK_MS: Final = 100
 NAP_MS: Final = 2
+#: A read whose first entry is this much newer than the cursor checks that nothing between
+#: them was trimmed unread; shorter jumps are too short to matter to any status.
+GAP_CHECK_MS: Final = 50
 #: A stream entry as Redis sends it: its id and its fields as a flat list (name, value, …).
 Entry = tuple[bytes, list[bytes]]
 
@@ -73,13 +77,14 @@ def _raw_reply(response: Any, **options: Any) -> Any:
     return response
 
 
-def _entries(reply: Any) -> Sequence[Entry]:
+def _entries(reply: Any, key: str) -> Sequence[Entry]:
+    """Stream `key`'s entries in an XREAD reply."""
     if not reply:
         return ()
     # RESP3 (redis-py's default): {stream: entries}; RESP2: [[stream, entries]].
-    entries: Sequence[Entry] = (
-        next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
-    )
+    pairs = reply.items() if isinstance(reply, dict) else reply
+    wanted = key.encode()
+    entries: Sequence[Entry] = next((e for s, e in pairs if s in (wanted, key)), ())
     return entries
 
 
@@ -114,11 +119,17 @@ class Aggregator:
         #: Until then (monotonic) the lease is surely ours; past it, renew before a commit.
         self._lease_sure_until = 0.0
         self.folder: Folder | None = None
+        #: Operator commands read and not folded yet (see intake.py).
+        self.intake = Intake("0-0")
         self.gen = ""
         self.cursor = "0-0"
         self.seq = 0
         self.update_id = "0-0"
         self.invalid = 0
+        #: Times entries were found trimmed past the cursor before they were read, and
+        #: the cursor of the last such report (a tick and a read may both see one gap).
+        self.gaps = 0
+        self._gap_at = ""
         self.committed_meta = False
         #: The fold holds changes not yet committed: after a failed commit, reload from Redis.
         self.dirty = False
@@ -212,21 +223,25 @@ class Aggregator:
             if deadline is not None:
                 block = min(block, max(1, deadline - self._redis_now()))
             block = int(min(block, max(1.0, (next_tick - time.monotonic()) * 1000)))
-            if deadline is not None and block < REDIS_TICK_MS:
+            # Held commands wait for a read that begins after them (intake.py): soon.
+            if self.intake or (deadline is not None and block < REDIS_TICK_MS):
                 await anyio.sleep(min(block, NAP_MS) / 1000)
                 block = 0
             # Redis time no later than the read: entries added after it are not behind `now`.
             sent_ms, sent_mono = self._redis_now(), time.monotonic()
             reply: Any = await client.xread(
-                {self.keys.heartbeats: self.cursor},
+                {self.keys.heartbeats: self.cursor, self.keys.commands: self.intake.read},
                 count=self.config.read_count,
                 block=block or None,
             )
-            entries = _entries(reply)
+            entries = _entries(reply, self.keys.heartbeats)
+            commands = _entries(reply, self.keys.commands)
+            self.intake.add(commands)
             backlog = len(entries) >= self.config.read_count
             first_ms = _ms(entries[0][0]) if entries else None
             self._grant_stall(sent_ms, sent_mono, block, until_ms=first_ms)
-            await self._fold_entries(client, entries, sent_ms, block)
+            # A command ends the read early: then Redis time is only known to be past sent_ms.
+            await self._fold_entries(client, entries, sent_ms, 0 if commands else block)
 
     # -- folding and committing -------------------------------------------------------
 
@@ -236,12 +251,16 @@ class Aggregator:
         folder = self.folder
         assert folder is not None
         self.dirty = True
+        if entries and _ms(entries[0][0]) - _ms(self.cursor) >= GAP_CHECK_MS:
+            await self._check_gap(client, entries[0][0].decode())
         transitions: list[Transition] = []
         dead: list[DeadLetter] = []
         size = 0
         for i, (raw_id, fields) in enumerate(entries):
             entry_id = raw_id.decode()
             at_ms = _ms(entry_id)
+            if self.intake:
+                transitions += self.intake.release(folder, at_ms, dead)
             raw = _message(fields)
             try:
                 if raw is None:
@@ -255,14 +274,19 @@ class Aggregator:
             last = i == len(entries) - 1
             if last or len(folder.state.pending.state) >= MAX_SERVICES or size >= MAX_BYTES // 2:
                 now = self._watermark(entries, at_ms, sent_ms) if last else at_ms
-                transitions += folder.expire(now)
+                if last and self.intake and len(entries) < self.config.read_count:
+                    transitions += self.intake.release(folder, sent_ms - 1, dead)
+                transitions += folder.expire(self.intake.first_ms(now))
                 await self._commit_parts(client, transitions, dead, cursor=entry_id)
                 transitions, dead, size = [], [], 0
         if not entries:
             # The read waited `block_ms` and nothing came: Redis time passed at least that far.
-            expired = folder.expire(sent_ms + block_ms)
-            if expired or folder.state.pending.urgent:
-                await self._commit_parts(client, expired, [], cursor=self.cursor)
+            folded = folder.state.commands.cursor
+            expired = self.intake.release(folder, sent_ms - 1, dead) if self.intake else []
+            expired += folder.expire(self.intake.first_ms(sent_ms + block_ms))
+            changed = folded != folder.state.commands.cursor
+            if expired or changed or folder.state.pending.urgent:
+                await self._commit_parts(client, expired, dead, cursor=self.cursor)
 
     def _mark_broken(self, exc: InvalidMessage, at_ms: int) -> list[Transition]:
         """A reject naming a valid service sets it to error (its publisher is broken)."""
@@ -318,16 +342,35 @@ class Aggregator:
         first_id = first[0].decode()
         self._buffer_s = (_ms(last[0]) - _ms(first_id)) / 1000
         if self.cursor != "0-0" and _id_key(first_id) > _id_key(self.cursor):
-            assert self.folder is not None
-            lost_from, lost_to = _ms(self.cursor), _ms(first_id)
-            granted = self.folder.grant(lost_from, lost_to)
-            log.warning(
-                "heartbeats between %s and %s were trimmed before they were read; "
-                "%d ms counted as blind",
-                self.cursor,
-                first_id,
-                granted,
-            )
+            self._trimmed_unread(first_id)
+
+    async def _check_gap(self, client: AsyncClient, first_id: str) -> None:
+        """A read jumped from the cursor to `first_id`. When the stream's head is past the
+        cursor, what lay between was trimmed before it was read (the aggregator stalled past
+        the stream's cap, or an XTRIM): the read itself cannot tell, and the cursor is about
+        to move past the evidence, so look before folding."""
+        if self.cursor == "0-0":
+            return
+        head: Any = await client.xrange(self.keys.heartbeats, count=1)
+        if head and _id_key(head[0][0].decode()) > _id_key(self.cursor):
+            self._trimmed_unread(first_id)
+
+    def _trimmed_unread(self, first_id: str) -> None:
+        """Heartbeats after the cursor and before `first_id` are gone unread: that span is
+        blind time, not the services' silence (design.md, "Time")."""
+        assert self.folder is not None
+        if self._gap_at == self.cursor:
+            return
+        self._gap_at = self.cursor
+        granted = self.folder.grant(_ms(self.cursor), _ms(first_id))
+        self.gaps += 1
+        log.warning(
+            "heartbeats between %s and %s were trimmed before they were read; "
+            "%d ms counted as blind",
+            self.cursor,
+            first_id,
+            granted,
+        )
 
     async def _commit_parts(
         self,
@@ -342,7 +385,7 @@ class Aggregator:
         assert folder is not None
         parts = build_parts(folder.state, transitions, flush=flush, deadletters=dead)
         # The clock and the cursor go with the last part, after every service's own part.
-        parts[-1].state[CLOCK_FIELD] = encode(folder.state.clock)
+        parts[-1].state.update(fold_rows(folder.state))
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             await self._commit(client, part, cursor if last else self.cursor, trim=flush and last)
@@ -377,6 +420,7 @@ class Aggregator:
             lag_ms=self._lag_ms,
             buffer_s=self._buffer_s,
             invalid=self.invalid,
+            gaps=self.gaps,
             blind_ms=state.clock.offset_ms,
         )
         window_ms = int(self.config.replay_window_s * 1000)
@@ -475,12 +519,13 @@ class Aggregator:
         rows: Any = await client.hgetall(self.keys.state)
         self.folder = self._new_folder(load_state(rows))
         self.gen, self.seq, self.cursor = meta.gen, meta.seq, meta.as_of
-        self.update_id, self.invalid = meta.update_id, meta.invalid
+        self.update_id, self.invalid, self.gaps = meta.update_id, meta.invalid, meta.gaps
         self.committed_meta = True
         self._blind_since_ms = None
         log.info("loaded %d services from %s", len(self.folder.state.services), meta.as_of)
 
     def _new_folder(self, state: FoldState) -> Folder:
+        self.intake = Intake(state.commands.cursor)
         return Folder(state, self.rules, max_services=self.config.max_services)
 
     def _start_new_dataset(self) -> None:
@@ -489,7 +534,9 @@ class Aggregator:
         self.cursor = "0-0"
         self.update_id = "0-0"
         self.committed_meta = False
+        self.intake = Intake("0-0")
         if self.folder is not None:
+            self.folder.state.commands.cursor = "0-0"
             pending = self.folder.state.pending
             pending.urgent |= set(self.folder.state.services)
             pending.state |= set(self.folder.state.services)

@@ -295,6 +295,25 @@ def _status(config: Config, args: argparse.Namespace) -> int:
     return 0 if meta.status in ("healthy", "unknown") else 1
 
 
+def _silence(config: Config, args: argparse.Namespace) -> int:
+    from healthbus.operator import silence
+
+    return anyio.run(
+        functools.partial(
+            silence,
+            _with_url(config),
+            args.action,
+            args.target,
+            duration=args.duration,
+            until=args.until,
+            starts=args.starts,
+            comment=args.comment,
+            silence_id=args.id,
+            as_json=args.json,
+        )
+    )
+
+
 def _order(view: Any) -> tuple[int, str]:
     return (-STATUS_ORDER[view.status], view.name)
 
@@ -454,6 +473,15 @@ def _parser() -> argparse.ArgumentParser:
     pub.add_argument("--goodbye", action="store_true", help="this instance stops (planned)")
     status = verb("status", _status, "the snapshot as a table (exit 1 when not healthy)")
     status.add_argument("--json", action="store_true")
+    silence = verb("silence", _silence, "list, add or remove silences (marks, never hides)")
+    silence.add_argument("action", nargs="?", default="list", choices=["list", "add", "remove"])
+    silence.add_argument("target", nargs="?", help="add: a service or fnmatch pattern; remove: id")
+    silence.add_argument("--for", dest="duration", help="how long: 90s, 30m, 2h, 1d")
+    silence.add_argument("--until", help="or until this ISO time (with a zone)")
+    silence.add_argument("--starts", help="a maintenance window that starts later (ISO time)")
+    silence.add_argument("--comment", help="why, for the others")
+    silence.add_argument("--id", help="an id of your own (reusing one replaces that silence)")
+    silence.add_argument("--json", action="store_true")
     tail = verb("tail", _tail, "follow transitions as they happen")
     tail.add_argument("--group", help="read through this consumer group (acked, resumable)")
     tail.add_argument("--all", action="store_true", help="start from the retained history")

@@ -71,6 +71,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     #: A high of 0 turns it off.
     flap_high_pct: float = 40.0
     flap_low_pct: float = 20.0
+    #: Quorum rules for services of several instances: fnmatch pattern -> how many must be
+    #: healthy (fewer: degraded, none: error). Unmatched services take the worst instance.
+    quorum: dict[str, int] = msgspec.field(default_factory=dict)
 
     # Aggregator.
     lease_ttl_s: float = 5.0
@@ -81,6 +84,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     updates_retention_s: float = 600.0
     updates_maxlen: int = 100_000
     deadletters_maxlen: int = 10_000
+    #: Operator commands (silences) kept in the commands stream.
+    commands_maxlen: int = 10_000
     max_services: int = 200_000
     forget_after_s: float = 7 * 86_400.0
 
@@ -123,6 +128,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         ]
         if min(counts) < 1:
             raise ConfigError("rise, fall and hysteresis_by_kind counts must be at least 1")
+        if any(k < 1 for k in self.quorum.values()):
+            raise ConfigError("a quorum must be at least 1 instance")
         if not 0 <= self.flap_low_pct <= self.flap_high_pct <= 100:
             raise ConfigError("flap thresholds need 0 <= flap_low_pct <= flap_high_pct <= 100")
         if self.lease_ttl_s < 1:

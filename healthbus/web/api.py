@@ -38,6 +38,7 @@ __all__ = [
     "ServiceDetail",
     "Sla",
     "TransitionPage",
+    "api_route",
     "incidents",
     "service_detail",
     "service_history",
@@ -101,6 +102,10 @@ def _api(endpoint: Endpoint) -> Endpoint:
             )
 
     return protected(checked)
+
+
+#: The guard of every detailed `/api/…` route (other modules' too).
+api_route = _api
 
 
 def _name(request: Request) -> str:

@@ -41,6 +41,7 @@ from healthbus.web.metrics import metrics
 from healthbus.web.openapi import openapi
 from healthbus.web.routes import api_health, dashboard, health, ready
 from healthbus.web.session import create_session, delete_session, get_session
+from healthbus.web.silences import delete_silence, get_silences, post_silence
 from healthbus.web.stream import health_stream
 
 __all__ = ["CONFIG_ENV", "STATIC_DIR", "app_from_env", "check_bind", "create_app", "run_web"]
@@ -87,6 +88,9 @@ def create_app(
         Route("/api/services/{name}/sla", service_sla, methods=["GET"]),
         Route("/api/transitions", transitions, methods=["GET"]),
         Route("/api/incidents", incidents, methods=["GET"]),
+        Route("/api/silences", get_silences, methods=["GET"]),
+        Route("/api/silences", post_silence, methods=["POST"]),
+        Route("/api/silences", delete_silence, methods=["DELETE"]),
         Route("/api/session", get_session, methods=["GET"]),
         Route("/api/session", create_session, methods=["POST"]),
         Route("/api/session", delete_session, methods=["DELETE"]),

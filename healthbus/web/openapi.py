@@ -16,6 +16,7 @@ from healthbus.web.api import IncidentPage, ServiceDetail, Sla, TransitionPage
 from healthbus.web.cookie import COOKIE_NAME
 from healthbus.web.document import HealthDocument
 from healthbus.web.history import MAX_DAYS, History
+from healthbus.web.silences import NewSilence, SilenceList, SilenceView
 
 __all__ = ["openapi", "openapi_document"]
 
@@ -149,6 +150,35 @@ def _paths() -> dict[str, Any]:
                 errors=BAD,
             )
         },
+        "/api/silences": {
+            "get": _op(
+                "Silences in force or to come, soonest first (folded or not yet).",
+                _json("SilenceList", "The silences."),
+                secured=True,
+            ),
+            "post": {
+                **_op(
+                    "Silence a service or an fnmatch pattern for a window: its transitions "
+                    "are still recorded, marked `silenced`.",
+                    _json("SilenceView", "The silence (answered 201)."),
+                    secured=True,
+                    errors=BAD,
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": REF.format(name="NewSilence")}}
+                    },
+                },
+            },
+            "delete": _op(
+                "End a silence now.",
+                _json(None, "`id`, `deleted`, `entry` (the command's stream id)."),
+                params=[_q("id", "The silence's id.")],
+                secured=True,
+                errors={"404": {"description": "No such silence in force or to come."}},
+            ),
+        },
         "/api/session": {
             "get": _op("Whether a token is needed and given.", session),
             "post": {
@@ -190,7 +220,18 @@ def _paths() -> dict[str, Any]:
 
 def openapi_document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
-        [HealthDocument, ServiceDetail, History, Sla, TransitionPage, IncidentPage, Transition],
+        [
+            HealthDocument,
+            ServiceDetail,
+            History,
+            Sla,
+            TransitionPage,
+            IncidentPage,
+            Transition,
+            SilenceList,
+            SilenceView,
+            NewSilence,
+        ],
         ref_template=REF,
     )
     return {

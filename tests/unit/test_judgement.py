@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,7 +15,7 @@ from aggregator.rules import Rules
 from aggregator.state import FoldState
 from healthbus.config import Config
 from healthbus.errors import ConfigError
-from healthbus.schema import Heartbeat, Status, Transition
+from healthbus.schema import Heartbeat, Intent, Status, Transition
 
 T0 = 1_767_225_600_000
 BOUNDED = settings(max_examples=100, derandomize=True, deadline=None, database=None)
@@ -180,3 +182,32 @@ def test_hysteresis_is_configured_per_kind() -> None:
     assert (rules.counts("perpetual"), rules.counts("consumer")) == ((1, 2), (2, 3))
     with pytest.raises(ConfigError, match="at least 1"):
         Config(rise=0)
+
+
+# -- instances: quorum and intents -----------------------------------------------------
+
+
+def test_a_quorum_rule_replaces_worst_of_for_matching_services() -> None:
+    folder = Folder(FoldState(), Rules(quorum={"web-*": 2}))
+    for pod in ("a", "b", "c"):
+        folder.apply(hb("web-front", instance=pod), T0)
+        folder.apply(hb("solo", instance=pod), T0)
+    assert folder.apply(hb("web-front", instance="a", ok=False), T0 + 1) == []
+    [solo] = folder.apply(hb("solo", instance="a", ok=False), T0 + 1)
+    assert solo.to == "error"  # worst-of
+    [t] = folder.apply(hb("web-front", instance="b", ok=False), T0 + 2)
+    assert (t.to, t.reason) == ("degraded", "1 of 3 instances healthy, fewer than 2")
+    [t] = folder.apply(hb("web-front", instance="c", status="degraded"), T0 + 3)
+    assert (t.to, t.reason) == ("error", "none of 3 instances healthy (quorum 2)")
+    recovered = folder.apply(hb("web-front", instance="a"), T0 + 4)
+    recovered += folder.apply(hb("web-front", instance="b"), T0 + 5)
+    assert [t.to for t in recovered] == ["degraded", "healthy"]
+
+
+def test_an_intent_explains_the_expected_silence() -> None:
+    until = datetime.fromtimestamp((T0 + 600_000) / 1000, UTC)
+    folder = Folder(FoldState())
+    folder.apply(hb(intent=Intent(state="deploying", until=until)), T0)
+    assert folder.expire(T0 + 300_000) == []
+    assert folder.state.services["svc"].reason == "deploying until 2026-01-01T00:10:00.000Z"
+    assert [t.to for t in folder.expire(T0 + 600_000 + 51_000)] == ["degraded", "error"]
