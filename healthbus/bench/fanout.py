@@ -1,10 +1,11 @@
 """fan-out: many SSE clients on one web worker process, at 2 and 10 events a second.
 
-The clients (`healthbus.bench.sseclient`, a process of their own) connect first; then a
-probe service flips status at the given rate through the real aggregator, so every client
-should receive each transition. Figures: the share delivered within the run (plus a short
-grace), the delay from heartbeat to client (p99), and the worker's RSS; for `healthbus web`
-and for the obvious sse-starlette broadcast (`healthbus.bench.naive`) side by side.
+The clients (`healthbus.bench.sseclient`, a process of their own) connect first; then probe
+services fail one after another at the given rate through the real aggregator (each once,
+so none is ever flapping), and every client should receive each transition. Figures: the
+share delivered within the run (plus a short grace), the delay from heartbeat to client
+(p99), and the worker's RSS; for `healthbus web` and for the obvious sse-starlette broadcast
+(`healthbus.bench.naive`) side by side.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ __all__ = ["run"]
 TARGET_P99_MS = 100.0
 TARGET_DELIVERED = 1.0
 GRACE_S = 3.0
-PROBE = "fanout-probe"
+PROBE = "fanout-probe-{:04d}"
 
 
 def run(bench: Bench) -> list[Figure]:
@@ -46,17 +47,19 @@ def _measure(
         running_stack(bench, "fanout", web=web) as stack,
         redis.Redis.from_url(bench.redis_url) as client,
     ):
-        _flip(client, stack, ok=True)  # the probe appears before anyone listens
-        time.sleep(0.5)
+        events = int(seconds * rate)
+        for i in range(events):  # the probes appear, healthy, before anyone listens
+            _report(client, stack, PROBE.format(i), ok=True)
+        time.sleep(1.0)
         url = f"{stack.base_url}/api/health/stream"
         with spawn(["-m", "healthbus.bench.sseclient", url, str(clients)], pipes=True) as sse:
             if sse.line().strip() != b"ready":
                 sse.check("while connecting")
             sent = 0
             start = time.monotonic()
-            for i in range(int(seconds * rate)):
+            for i in range(events):
                 time.sleep(max(0.0, start + i / rate - time.monotonic()))
-                _flip(client, stack, ok=i % 2 == 1)
+                _report(client, stack, PROBE.format(i), ok=False)
                 sent += 1
             time.sleep(grace)
             rss = rss_bytes(stack.web.pid)
@@ -78,6 +81,6 @@ def _measure(
     ]
 
 
-def _flip(client: redis.Redis, stack: Stack, *, ok: bool) -> None:
-    hb = msgspec.json.encode({"v": 1, "service": PROBE, "interval_s": 60, "ok": ok})
+def _report(client: redis.Redis, stack: Stack, service: str, *, ok: bool) -> None:
+    hb = msgspec.json.encode({"v": 1, "service": service, "interval_s": 60, "ok": ok})
     client.xadd(stack.keys.heartbeats, {"m": hb})

@@ -2,9 +2,9 @@
 
 The bus runs as deployed (aggregator and web worker in processes of their own) while
 `healthbus.bench.load` sends 1k or 10k heartbeats a second for a thousand healthy services.
-A probe service flips between `ok: true` and `ok: false`; each flip is a transition, and the
-delay is from the heartbeat's stream entry time (Redis clock) to its arrival at a client
-subscribed with `?service=latency-probe&changes=status`.
+Probe services, healthy at first, fail one after another (each once, so none is ever
+flapping); each failure is a transition, and the delay is from the heartbeat's stream entry
+time (Redis clock) to its arrival at a client subscribed with `?kind=probe&changes=status`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ __all__ = ["run"]
 
 TARGET_P99_MS = 25.0
 SERVICES = 1000
-PROBE = "latency-probe"
+PROBE = "latency-probe-{:04d}"
 WARM_UP_S = 1.0
 
 
@@ -61,22 +61,28 @@ def run(bench: Bench) -> list[Figure]:
 
 
 async def _probe(stack: Stack, samples: int, redis_url: str) -> tuple[list[float], int]:
-    url = f"{stack.base_url}/api/health/stream?service={PROBE}&changes=status"
-    (client,) = await connect_many(url, 1)
+    url = f"{stack.base_url}/api/health/stream?kind=probe&changes=status"
     redis = connect(redis_url)
     missed = 0
     try:
+        for i in range(samples):  # the probes appear, healthy, before the client listens
+            await redis.xadd(stack.keys.heartbeats, {"m": _probe_heartbeat(i, ok=True)})
         await anyio.sleep(WARM_UP_S)
-        for i in range(samples + 1):
+        (client,) = await connect_many(url, 1)
+        for i in range(samples):
             before = len(client.delays)
-            hb = {"v": 1, "service": PROBE, "interval_s": 60, "ok": i % 2 == 0}
-            await redis.xadd(stack.keys.heartbeats, {"m": msgspec.json.encode(hb)})
+            await redis.xadd(stack.keys.heartbeats, {"m": _probe_heartbeat(i, ok=False)})
             missed += not await _arrival(client, before)
             await anyio.sleep(random.uniform(0.02, 0.08))
-    finally:
         client.close()
+    finally:
         await redis.aclose()
-    return client.delays[1:], missed  # the first is the service appearing, after the warm-up
+    return client.delays, missed
+
+
+def _probe_heartbeat(i: int, *, ok: bool) -> bytes:
+    hb = {"v": 1, "service": PROBE.format(i), "kind": "probe", "interval_s": 60, "ok": ok}
+    return msgspec.json.encode(hb)
 
 
 async def _arrival(client: Any, before: int, within: float = 5.0) -> bool:
