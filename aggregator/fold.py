@@ -12,6 +12,7 @@ from datetime import datetime
 
 from aggregator.dependencies import FAILING, relink, status_changed
 from aggregator.flapping import judge_flapping
+from aggregator.grace import grace_ms, learn
 from aggregator.hysteresis import observe
 from aggregator.quorum import quorum_for, quorum_status
 from aggregator.rules import Rules, judge, judge_age, judge_content, next_change_ms
@@ -103,6 +104,7 @@ class Folder:
                 # Keep the last verdict, so that only a real change of it counts as urgent.
                 fresh.status, fresh.reason = inst.status, inst.reason
             fresh.depends_on = hb.depends_on if hb.depends_on is not None else _deps(inst)
+            learn(inst, fresh)
             rise, fall = self.rules.counts(hb.kind)
             if rise > 1 or fall > 1:
                 status, reason = judge_content(hb, self.rules)
@@ -310,21 +312,22 @@ class Folder:
             anchor = max(anchor, until_v)
             intended = at_v < until_v
         age = max(0, at_v - anchor)
+        grace = grace_ms(inst, self.rules)
         if inst.completed and inst.held is not None:
             status, reason = inst.held.status, inst.held.reason
-            late = judge_age(hb, age, self.rules)
+            late = judge_age(hb, age, self.rules, grace)
             if late is not None and STATUS_ORDER[late[0]] > STATUS_ORDER[status]:
                 status, reason = late
-            raw = judge(hb, age, self.rules)[0]
+            raw = judge(hb, age, self.rules, grace)[0]
         elif inst.completed:
-            status, reason = judge(hb, age, self.rules)
+            status, reason = judge(hb, age, self.rules, grace)
             raw = status
             if intended and status == "healthy" and hb.intent is not None:
                 reason = f"{hb.intent.state} until {iso_ms(_epoch_ms(hb.intent.until))}"
         else:
             status = raw = "unknown"
             reason = "started; waiting for its first result"
-        deadline = anchor + next_change_ms(hb, age, self.rules)
+        deadline = anchor + next_change_ms(hb, age, self.rules, grace)
         if inst.started_v is not None and inst.start_timeout_ms is not None:
             overdue_at = inst.started_v + inst.start_timeout_ms
             if at_v > overdue_at:
@@ -444,6 +447,8 @@ def view(svc: Service) -> ServiceView:
                 last_duration_ms=inst.hb.duration_ms,
                 error=inst.hb.error,
                 reason=inst.reason,
+                restarts=inst.restarts,
+                lost=inst.lost,
             )
             for key, inst in instances
             if key or len(instances) > 1

@@ -41,6 +41,9 @@ class Rules(msgspec.Struct, frozen=True, kw_only=True):
     flap_low_pct: float = 0.0
     #: fnmatch pattern -> instances that must be healthy; unmatched services: worst-of.
     quorum: dict[str, int] = msgspec.field(default_factory=dict)
+    #: Adaptive grace: the age rule allows an instance up to this many intervals more,
+    #: learned from how late it regularly is; 0 turns it off.
+    grace_max: float = 0.0
 
     @classmethod
     def from_config(cls, config: Config) -> Rules:
@@ -55,6 +58,7 @@ class Rules(msgspec.Struct, frozen=True, kw_only=True):
             flap_high_pct=config.flap_high_pct,
             flap_low_pct=config.flap_low_pct,
             quorum=dict(config.quorum),
+            grace_max=config.grace_max,
         )
 
     def counts(self, kind: str) -> tuple[int, int]:
@@ -70,11 +74,12 @@ def _interval(hb: Heartbeat) -> str:
     return f"{hb.interval_s:g} s"
 
 
-def judge(hb: Heartbeat, age_ms: int, rules: Rules) -> tuple[Status, str]:
-    """The status of an instance whose last heartbeat is `hb`, `age_ms` old."""
+def judge(hb: Heartbeat, age_ms: int, rules: Rules, grace_ms: int = 0) -> tuple[Status, str]:
+    """The status of an instance whose last heartbeat is `hb`, `age_ms` old; the age rule
+    allows `grace_ms` more (learned lateness, see grace.py)."""
     status: Status = "healthy"
     reason = "ok"
-    for candidate, why in _findings(hb, age_ms, rules):
+    for candidate, why in _findings(hb, age_ms, rules, grace_ms):
         if STATUS_ORDER[candidate] > STATUS_ORDER[status]:
             status, reason = candidate, why
     return status, reason
@@ -85,18 +90,26 @@ def judge_content(hb: Heartbeat, rules: Rules) -> tuple[Status, str]:
     return judge(hb, 0, rules)
 
 
-def judge_age(hb: Heartbeat, age_ms: int, rules: Rules) -> tuple[Status, str] | None:
+def judge_age(
+    hb: Heartbeat, age_ms: int, rules: Rules, grace_ms: int = 0
+) -> tuple[Status, str] | None:
     """The age rule alone: None while the heartbeat is recent enough."""
     interval_ms = hb.interval_s * 1000
-    if age_ms > rules.degraded_after * interval_ms:
-        late: Status = "error" if age_ms > rules.error_after * interval_ms else "degraded"
-        return late, f"no heartbeat for {_seconds(age_ms)} (expected every {_interval(hb)})"
+    if age_ms > rules.degraded_after * interval_ms + grace_ms:
+        error = age_ms > rules.error_after * interval_ms + grace_ms
+        late: Status = "error" if error else "degraded"
+        allowed = f", {_seconds(grace_ms)} of learned lateness allowed" if grace_ms else ""
+        return late, (
+            f"no heartbeat for {_seconds(age_ms)} (expected every {_interval(hb)}{allowed})"
+        )
     return None
 
 
-def _findings(hb: Heartbeat, age_ms: int, rules: Rules) -> Iterator[tuple[Status, str]]:
+def _findings(
+    hb: Heartbeat, age_ms: int, rules: Rules, grace_ms: int = 0
+) -> Iterator[tuple[Status, str]]:
     interval_ms = hb.interval_s * 1000
-    late = judge_age(hb, age_ms, rules)
+    late = judge_age(hb, age_ms, rules, grace_ms)
     if late is not None:
         yield late
     if not hb.ok:
@@ -133,11 +146,11 @@ def _consumer(details: Details) -> Iterator[tuple[Status, str]]:
             yield "degraded", f"queue at {depth / capacity:.0%} of capacity ({depth:g})"
 
 
-def next_change_ms(hb: Heartbeat, age_ms: int, rules: Rules) -> int:
+def next_change_ms(hb: Heartbeat, age_ms: int, rules: Rules, grace_ms: int = 0) -> int:
     """The age at which the age rule next worsens this instance (or it is forgotten)."""
     interval_ms = hb.interval_s * 1000
     for factor in (rules.degraded_after, rules.error_after):
-        threshold = int(factor * interval_ms) + 1
+        threshold = int(factor * interval_ms) + grace_ms + 1
         if age_ms < threshold:
             return threshold
     return rules.forget_after_ms + 1

@@ -37,6 +37,11 @@ class Instance(msgspec.Struct, kw_only=True, gc=False):
     held: Held | None = None
     #: The last `depends_on` it sent: a heartbeat without one keeps it, `[]` clears it.
     depends_on: list[str] | None = None
+    #: Its usual lateness (ms), restarts seen (a new `boot`) and heartbeats lost (gaps in
+    #: `n`): see grace.py.
+    late_ms: float = 0.0
+    restarts: int = 0
+    lost: int = 0
 
 
 class Service(msgspec.Struct, kw_only=True):

@@ -74,6 +74,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     #: Quorum rules for services of several instances: fnmatch pattern -> how many must be
     #: healthy (fewer: degraded, none: error). Unmatched services take the worst instance.
     quorum: dict[str, int] = msgspec.field(default_factory=dict)
+    #: Adaptive grace: an instance that is regularly late (by its own recent heartbeats) may
+    #: stay silent up to this many intervals longer before the age rule counts; 0: off.
+    grace_max: float = 1.0
 
     # Aggregator.
     lease_ttl_s: float = 5.0
@@ -128,6 +131,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         ]
         if min(counts) < 1:
             raise ConfigError("rise, fall and hysteresis_by_kind counts must be at least 1")
+        if self.grace_max < 0:
+            raise ConfigError("grace_max must be >= 0 (intervals; 0 turns it off)")
         if any(k < 1 for k in self.quorum.values()):
             raise ConfigError("a quorum must be at least 1 instance")
         if not 0 <= self.flap_low_pct <= self.flap_high_pct <= 100:

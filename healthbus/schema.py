@@ -133,6 +133,9 @@ class InstanceView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     last_duration_ms: float | None = None
     error: str | None = None
     reason: str | None = None
+    #: Restarts seen (a new `boot`) and heartbeats lost (gaps in `n`) since it appeared.
+    restarts: int = 0
+    lost: int = 0
 
 
 class ServiceView(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,0 +1,45 @@
+"""Adaptive grace and restart detection: what an instance's own cadence teaches.
+
+Lateness is how much longer than its promised interval an instance took between two
+heartbeats (never negative); its exponentially weighted mean (weight 1/4 for the newest)
+is the instance's usual lateness. The age rule then allows it three times that, at most
+`grace_max` intervals: a job that regularly runs a little late is not degraded for it,
+one that keeps its cadence is judged as strictly as ever, and a late-running one still
+fails within bounds. A new `boot` is a restart: counted, and the gap across it teaches
+nothing. A jump in `n` within one boot counts the heartbeats lost on the way. Pure.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from aggregator.rules import Rules
+    from aggregator.state import Instance
+
+__all__ = ["grace_ms", "learn"]
+
+WEIGHT: Final = 0.25
+SPREAD: Final = 3.0
+
+
+def learn(prev: Instance | None, fresh: Instance) -> None:
+    """Carry what `prev` (the instance's previous completed heartbeat) taught to `fresh`."""
+    if prev is None or not prev.completed:
+        return
+    fresh.restarts, fresh.lost, fresh.late_ms = prev.restarts, prev.lost, prev.late_ms
+    old, new = prev.hb, fresh.hb
+    if new.boot is not None and old.boot is not None and new.boot != old.boot:
+        fresh.restarts += 1
+        return
+    if new.n is not None and old.n is not None and new.n > old.n + 1:
+        fresh.lost += new.n - old.n - 1
+    late = max(0.0, fresh.last_v - prev.last_v - new.interval_s * 1000)
+    fresh.late_ms = round(prev.late_ms + WEIGHT * (late - prev.late_ms), 1)
+
+
+def grace_ms(inst: Instance, rules: Rules) -> int:
+    """How much longer than the age rule says this instance may stay silent."""
+    if rules.grace_max <= 0 or inst.late_ms <= 0:
+        return 0
+    return int(min(SPREAD * inst.late_ms, rules.grace_max * inst.hb.interval_s * 1000))
