@@ -59,6 +59,9 @@ MAX_BLOCK_MS: Final = 1000
 #: in naps of NAP_MS between reads that do not block.
 REDIS_TICK_MS: Final = 100
 NAP_MS: Final = 2
+#: A read whose first entry is this much newer than the cursor checks that nothing between
+#: them was trimmed unread; shorter jumps are too short to matter to any status.
+GAP_CHECK_MS: Final = 50
 #: A stream entry as Redis sends it: its id and its fields as a flat list (name, value, …).
 Entry = tuple[bytes, list[bytes]]
 
@@ -123,6 +126,10 @@ class Aggregator:
         self.seq = 0
         self.update_id = "0-0"
         self.invalid = 0
+        #: Times entries were found trimmed past the cursor before they were read, and
+        #: the cursor of the last such report (a tick and a read may both see one gap).
+        self.gaps = 0
+        self._gap_at = ""
         self.committed_meta = False
         #: The fold holds changes not yet committed: after a failed commit, reload from Redis.
         self.dirty = False
@@ -244,6 +251,8 @@ class Aggregator:
         folder = self.folder
         assert folder is not None
         self.dirty = True
+        if entries and _ms(entries[0][0]) - _ms(self.cursor) >= GAP_CHECK_MS:
+            await self._check_gap(client, entries[0][0].decode())
         transitions: list[Transition] = []
         dead: list[DeadLetter] = []
         size = 0
@@ -333,16 +342,37 @@ class Aggregator:
         first_id = first[0].decode()
         self._buffer_s = (_ms(last[0]) - _ms(first_id)) / 1000
         if self.cursor != "0-0" and _id_key(first_id) > _id_key(self.cursor):
-            assert self.folder is not None
-            lost_from, lost_to = _ms(self.cursor), _ms(first_id)
-            granted = self.folder.grant(lost_from, lost_to)
-            log.warning(
-                "heartbeats between %s and %s were trimmed before they were read; "
-                "%d ms counted as blind",
-                self.cursor,
-                first_id,
-                granted,
-            )
+            self._trimmed_unread(first_id)
+
+    async def _check_gap(self, client: AsyncClient, first_id: str) -> None:
+        """A read jumped from the cursor to `first_id`. When the stream's head is now past
+        the cursor, what lay between was trimmed before it was read (the aggregator stalled
+        past the stream's cap, or an XTRIM): the read itself cannot tell, and the cursor is
+        about to move past the evidence, so look before folding."""
+        if self.cursor == "0-0":
+            return
+        head: Any = await client.xrange(self.keys.heartbeats, count=1)
+        # A head past `first_id` was trimmed after this read (which still got `first_id`):
+        # the reply predates that trim, which then took nothing unread.
+        if head and _id_key(self.cursor) < _id_key(head[0][0].decode()) <= _id_key(first_id):
+            self._trimmed_unread(first_id)
+
+    def _trimmed_unread(self, first_id: str) -> None:
+        """Heartbeats after the cursor and before `first_id` are gone unread: that span is
+        blind time, not the services' silence (design.md, "Time")."""
+        assert self.folder is not None
+        if self._gap_at == self.cursor:
+            return
+        self._gap_at = self.cursor
+        granted = self.folder.grant(_ms(self.cursor), _ms(first_id))
+        self.gaps += 1
+        log.warning(
+            "heartbeats between %s and %s were trimmed before they were read; "
+            "%d ms counted as blind",
+            self.cursor,
+            first_id,
+            granted,
+        )
 
     async def _commit_parts(
         self,
@@ -392,6 +422,7 @@ class Aggregator:
             lag_ms=self._lag_ms,
             buffer_s=self._buffer_s,
             invalid=self.invalid,
+            gaps=self.gaps,
             blind_ms=state.clock.offset_ms,
         )
         window_ms = int(self.config.replay_window_s * 1000)
@@ -490,7 +521,7 @@ class Aggregator:
         rows: Any = await client.hgetall(self.keys.state)
         self.folder = self._new_folder(load_state(rows))
         self.gen, self.seq, self.cursor = meta.gen, meta.seq, meta.as_of
-        self.update_id, self.invalid = meta.update_id, meta.invalid
+        self.update_id, self.invalid, self.gaps = meta.update_id, meta.invalid, meta.gaps
         self.committed_meta = True
         self._blind_since_ms = None
         log.info("loaded %d services from %s", len(self.folder.state.services), meta.as_of)

@@ -185,6 +185,9 @@ class Meta(msgspec.Struct, frozen=True, kw_only=True):
     buffer_s: float = 0.0
     invalid: int = 0
     blind_ms: int = 0
+    #: Times heartbeats were trimmed past the cursor before they were read (each also
+    #: counted in `blind_ms`): the aggregator fell further behind than the stream holds.
+    gaps: int = 0
 
 
 class Update(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
