@@ -84,6 +84,14 @@ def processes(config: Config, tmp_path: Path) -> Iterator[Processes]:
         group.close()
 
 
+def theirs(item: Any) -> bool:
+    """A service (name, view or transition) of the fleet, not the bus's own (`healthbus.*`,
+    which reports the bus's troubles: after an outage it should say so)."""
+    if isinstance(item, dict):
+        item = item.get("service") or item.get("name") or ""
+    return not str(item).startswith(("healthbus.", "_"))
+
+
 def rss_kib(pid: int) -> int:
     """Resident memory of a process, from /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
