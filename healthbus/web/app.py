@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from healthbus.config import Config
 from healthbus.connection import connect
@@ -42,7 +44,7 @@ from healthbus.web.openapi import openapi
 from healthbus.web.routes import api_health, dashboard, health, ready
 from healthbus.web.session import create_session, delete_session, get_session
 from healthbus.web.silences import delete_silence, get_silences, post_silence
-from healthbus.web.stream import health_stream
+from healthbus.web.stream import TRANSPORT, health_stream
 
 __all__ = ["CONFIG_ENV", "STATIC_DIR", "app_from_env", "check_bind", "create_app", "run_web"]
 
@@ -100,7 +102,20 @@ def create_app(
         Route("/", dashboard, methods=["GET"]),
         Mount("/static", StaticFiles(directory=static, check_dir=False), name="static"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return _App(routes=routes, lifespan=lifespan)
+
+
+class _App(Starlette):
+    """Keeps each request's connection in its scope state (`TRANSPORT`), so that an SSE
+    stream whose client stopped reading can be cut off (stream.py). uvicorn's `send` is a
+    method of the request's cycle, which holds the transport; other servers' may not be."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            if transport is not None and "state" in scope:
+                scope["state"][TRANSPORT] = transport
+        await super().__call__(scope, receive, send)
 
 
 def app_from_env() -> Starlette:
@@ -140,6 +155,9 @@ def run_web(config: Config) -> None:
 
     check_bind(config)
     os.environ[CONFIG_ENV] = encode(config).decode()
+    # uvicorn raises a SIGTERM it caught again once it has shut down gracefully, so that the
+    # process dies of it (status 143): this handler then makes the planned stop exit 0.
+    signal.signal(signal.SIGTERM, _exit_ok)
     uvicorn.run(
         "healthbus.web.app:app_from_env",
         factory=True,
@@ -150,3 +168,7 @@ def run_web(config: Config) -> None:
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
+
+
+def _exit_ok(signum: int, frame: object) -> None:
+    raise SystemExit(0)

@@ -26,12 +26,16 @@ from healthbus.web.hub import Hub
 from healthbus.web.selection import BadQuery, Selection, withholds_details
 from healthbus.web.subscriber import parse_event_id
 
-__all__ = ["EventStream", "events", "health_stream"]
+__all__ = ["TRANSPORT", "EventStream", "events", "health_stream"]
 
 log = logging.getLogger("healthbus.web")
 
 #: How long a client that saw a newer entry (from a worker ahead of this one) may wait here.
 AHEAD_WAIT_S: Final = 2.0
+#: Where `app.py` keeps the request's connection (its asyncio transport) in the scope state.
+TRANSPORT: Final = "healthbus.transport"
+#: The longest wait for a stream's last chunk when there is no send timeout.
+SHUTDOWN_SEND_S: Final = 1.0
 
 
 class EventStream(EventSourceResponse):
@@ -51,6 +55,28 @@ class EventStream(EventSourceResponse):
             await super().__call__(scope, receive, send)
         except SendTimeoutError:
             log.info("dropped an SSE client that stopped reading")
+            _abort(scope)
+            await asyncio.sleep(0)  # uvicorn hears of the lost connection before we return
+            return
+        # Ended by the server's shutdown, the stream's last chunk was never sent: send it,
+        # so the client sees a clean end (and uvicorn no error). After a complete response
+        # or a disconnect this raises or does nothing.
+        try:
+            async with asyncio.timeout(self.send_timeout or SHUTDOWN_SEND_S):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except TimeoutError:
+            _abort(scope)
+        except RuntimeError:
+            pass  # the response was already complete
+
+
+def _abort(scope: Scope) -> None:
+    """Close a stuck client's connection at once. asyncio's close() would wait, forever, to
+    flush what it holds for a client that does not read: a socket, and up to the kernel's
+    send buffer (4 MiB here), kept per stuck client for as long as it lives."""
+    transport = scope.get("state", {}).get(TRANSPORT)
+    if transport is not None:
+        transport.abort()
 
 
 async def health_stream(request: Request) -> Response:
