@@ -19,6 +19,7 @@ import anyio
 import redis.asyncio as aioredis
 
 from aggregator import scripts
+from aggregator.bus import STREAM_CAP, BusMeter
 from aggregator.commit import MAX_BYTES, MAX_SERVICES, DeadLetter, Part, build_parts, commit_args
 from aggregator.fold import Folder, worst_status
 from aggregator.intake import Intake
@@ -129,6 +130,8 @@ class Aggregator:
         #: Times entries were found trimmed past the cursor before they were read, and
         #: the cursor of the last such report (a tick and a read may both see one gap).
         self.gaps = 0
+        #: The bus's own health, reported as a heartbeat of its own (bus.py).
+        self.bus = BusMeter(config.bus_interval_s)
         self._gap_at = ""
         self.committed_meta = False
         #: The fold holds changes not yet committed: after a failed commit, reload from Redis.
@@ -251,6 +254,7 @@ class Aggregator:
         folder = self.folder
         assert folder is not None
         self.dirty = True
+        started = time.monotonic()
         if entries and _ms(entries[0][0]) - _ms(self.cursor) >= GAP_CHECK_MS:
             await self._check_gap(client, entries[0][0].decode())
         transitions: list[Transition] = []
@@ -287,6 +291,7 @@ class Aggregator:
             changed = folded != folder.state.commands.cursor
             if expired or changed or folder.state.pending.urgent:
                 await self._commit_parts(client, expired, dead, cursor=self.cursor)
+        self.bus.folded(time.monotonic() - started)
 
     def _mark_broken(self, exc: InvalidMessage, at_ms: int) -> list[Transition]:
         """A reject naming a valid service sets it to error (its publisher is broken)."""
@@ -320,6 +325,7 @@ class Aggregator:
         await self._renew()
         await self._sample_time(client)
         await self._check_stream(client)
+        await self._report(client)
         # Before the flush: its commits check their own calls, and rendering the views of a
         # large fleet is this process's CPU, not Redis being away.
         self._grant_stall(tick_ms, tick_mono, 0)
@@ -328,6 +334,20 @@ class Aggregator:
         self.dirty = True
         await self._commit_parts(client, [], [], cursor=self.cursor, flush=True)
 
+    async def _report(self, client: AsyncClient) -> None:
+        """When due, publish the bus's own heartbeat (`healthbus.aggregator`, see bus.py)."""
+        if self.folder is None or not self.bus.due(time.monotonic()):
+            return
+        body = self.bus.report(
+            leader=self.name,
+            lag_ms=self._lag_ms,
+            invalid=self.invalid,
+            gaps=self.gaps,
+            blind_ms=self.folder.state.clock.offset_ms,
+            buffer_s=self._buffer_s,
+        )
+        await client.xadd(self.keys.heartbeats, {"m": body}, maxlen=STREAM_CAP, approximate=True)
+
     async def _check_stream(self, client: AsyncClient) -> None:
         """Measure the buffer; detect entries trimmed past the cursor before they were read."""
         try:
@@ -335,7 +355,8 @@ class Aggregator:
         except aioredis.ResponseError:
             self._buffer_s = 0.0
             return
-        first, last = info.get(b"first-entry"), info.get(b"last-entry")
+        self.bus.stream_length = int(info.get("length", 0))
+        first, last = info.get("first-entry"), info.get("last-entry")
         if not first or not last:
             self._buffer_s = 0.0
             return

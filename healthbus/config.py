@@ -91,6 +91,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     commands_maxlen: int = 10_000
     max_services: int = 200_000
     forget_after_s: float = 7 * 86_400.0
+    #: The aggregator reports its own health (stream length, lag, fold latency, invalid
+    #: entries, gaps) as service `healthbus.aggregator` this often; 0: never.
+    bus_interval_s: float = 10.0
 
     # Web.
     ready_stale_s: float = 10.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import msgspec
 import pytest
 import redis.asyncio as aioredis
@@ -73,3 +74,20 @@ async def test_a_deploy_with_goodbye_and_re_register_raises_nothing(
     await wait_until(done)
     worker = [t for t in await transitions(redis, config) if t.service == "worker"]
     assert [t.event for t in worker] == ["healthbus.service.appeared"]
+
+
+async def test_the_bus_reports_its_own_health_as_a_service(
+    redis: aioredis.Redis, config: Config
+) -> None:
+    agg = Aggregator(config.replace(bus_interval_s=0.3))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agg.run)
+        await xadd(redis, config, "worker")
+        raw = await wait_until(lambda: redis.hget(config.keys.snapshot, "healthbus.aggregator"))
+        tg.cancel_scope.cancel()
+    bus = msgspec.json.decode(raw, type=ServiceView)
+    assert (bus.kind, bus.status, bus.expected_interval_seconds) == ("bus", "healthy", 0.3)
+    assert bus.details is not None and bus.details["leader"] == agg.name
+    assert int(bus.details["stream_length"] or 0) >= 1
+    appeared = [t for t in await transitions(redis, config) if t.service == "healthbus.aggregator"]
+    assert [t.event for t in appeared] == ["healthbus.service.appeared"]
