@@ -11,12 +11,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from healthbus.bench.report import Figure
 from healthbus.embedded import RedisServer
 from healthbus.errors import HealthBusError
+from healthbus.keys import Keys
 
-__all__ = ["Bench", "Child", "rss_bytes", "spawn", "wait_for"]
+__all__ = ["Bench", "Child", "drop_namespace", "rss_bytes", "spawn", "wait_for"]
 
 
 class Bench:
@@ -142,3 +144,10 @@ def wait_for(done: Callable[[], object], child: Child, what: str, within: float 
         if time.monotonic() > deadline:
             raise HealthBusError(f"no {what} within {within:g} s")
         time.sleep(0.02)
+
+
+def drop_namespace(client: Any, keys: Keys) -> None:
+    """Delete every key of a bench namespace (they are ours alone)."""
+    names = list(client.scan_iter(match=keys.prefix + "*", count=1000))
+    for i in range(0, len(names), 500):
+        client.delete(*names[i : i + 500])

@@ -15,8 +15,7 @@ import anyio
 import msgspec
 import redis
 
-from healthbus.bench.context import Bench
-from healthbus.bench.fold import drop_namespace
+from healthbus.bench.context import Bench, drop_namespace
 from healthbus.bench.report import Figure, percentile
 from healthbus.config import Config
 from healthbus.schema import Transition

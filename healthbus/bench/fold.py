@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import anyio
 import redis
 
-from healthbus.bench.context import Bench
+from healthbus.bench.context import Bench, drop_namespace
 from healthbus.bench.payload import preload
 from healthbus.bench.report import Figure
 from healthbus.config import Config
-from healthbus.keys import Keys
 from healthbus.schema import parse_stream_id
 
 __all__ = ["SERVICES", "TARGET_RATIO", "fold_name", "run", "throughput"]
@@ -108,10 +106,3 @@ async def _until(done: Callable[[], bool], within: float = 600) -> None:
 
 def _pair(stream_id: str) -> tuple[int, int]:
     return parse_stream_id(stream_id) or (0, 0)
-
-
-def drop_namespace(client: Any, keys: Keys) -> None:
-    """Delete every key of a bench namespace (they are ours alone)."""
-    names = list(client.scan_iter(match=keys.prefix + "*", count=1000))
-    for i in range(0, len(names), 500):
-        client.delete(*names[i : i + 500])

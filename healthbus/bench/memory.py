@@ -13,8 +13,7 @@ from typing import Any
 
 import redis
 
-from healthbus.bench.context import Bench, rss_bytes, spawn, wait_for
-from healthbus.bench.fold import drop_namespace
+from healthbus.bench.context import Bench, drop_namespace, rss_bytes, spawn, wait_for
 from healthbus.bench.payload import heartbeat, preload
 from healthbus.bench.report import Figure
 from healthbus.keys import Keys
