@@ -242,7 +242,7 @@ class Hub:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(self.keys.snapshot)
             pipe.xrevrange(self.keys.updates, count=1)
-            pipe.eval(TIME_SCRIPT, 1, self.keys.snapshot)
+            pipe.eval(TIME_SCRIPT, 1, self.keys.commands)  # the key its ACL user may write
             rows, last, now = await pipe.execute()
         self._sample_time(now)
         fresh = Replica.load(rows, last[0][0].decode() if last else None)
@@ -284,7 +284,7 @@ class Hub:
             raise NeedReload("Sentinel named a new master")
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(self.keys.snapshot, "_meta")
-            pipe.eval(TIME_SCRIPT, 1, self.keys.snapshot)
+            pipe.eval(TIME_SCRIPT, 1, self.keys.commands)  # the key its ACL user may write
             raw, now = await pipe.execute()
         self._sample_time(now)
         self._set_connected(True)

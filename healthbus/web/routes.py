@@ -57,7 +57,7 @@ async def ready(request: Request) -> Response:
     try:
         with anyio.fail_after(PROBE_TIMEOUT_S):
             async with client.pipeline(transaction=False) as pipe:
-                pipe.eval(TIME_SCRIPT, 1, config.keys.snapshot)
+                pipe.eval(TIME_SCRIPT, 1, config.keys.commands)  # its ACL user may write it
                 pipe.hget(config.keys.snapshot, "_meta")
                 (seconds, micros), raw = await pipe.execute()
     except REDIS_ERRORS as exc:
