@@ -89,6 +89,7 @@ HOSTILE: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
+@pytest.mark.fault
 async def test_hostile_entries_are_dead_lettered_and_fold_goes_on(
     aggregator: Aggregator, redis: aioredis.Redis, config: Config
 ) -> None:
@@ -140,6 +141,7 @@ def _spawn(config: Config) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
+@pytest.mark.fault
 @pytest.mark.slow
 async def test_killed_aggregator_neither_loses_nor_repeats_transitions(
     redis: aioredis.Redis, config: Config
@@ -195,6 +197,7 @@ async def test_freshness_is_coalesced_into_few_updates(
     assert [u.seq for u in updates] == sorted({u.seq for u in updates})
 
 
+@pytest.mark.fault
 async def test_past_max_services_new_names_are_dead_lettered(
     redis: aioredis.Redis, config: Config
 ) -> None:

@@ -16,7 +16,7 @@ from healthbus.web.app import create_app
 from healthbus.web.cookie import COOKIE_NAME, SESSION_TTL_S, session_valid, session_value
 from tests.webserver import FakeBus, open_stream, serve, view
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.fault]
 
 TOKEN = "s3cret-token"
 DETAILED = [

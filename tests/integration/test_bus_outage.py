@@ -15,7 +15,7 @@ from healthbus.embedded import RedisServer
 from healthbus.schema import Meta, Transition, encode
 from tests.support import wait_until
 
-pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.fault]
 
 HB = {"m": encode({"v": 1, "service": "steady", "interval_s": 1, "ok": True})}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import pytest
 import redis
 
 from healthbus.embedded import RedisServer
@@ -43,6 +44,7 @@ def stopped(server: RedisServer) -> bool:
         return stat.read().rpartition(")")[2].split()[0] == "T"
 
 
+@pytest.mark.fault
 def test_ten_thousand_calls_return_while_redis_is_down(own_redis: RedisServer) -> None:
     publisher = Publisher(
         own_redis.url, "outage", buffer_size=BUFFER, batch_size=BATCH, flush_interval_s=0.01

@@ -27,7 +27,7 @@ from healthbus.schema import Meta
 from tests.ground_truth import assert_matches_pure_fold, caught_up, heartbeat, meta
 from tests.support import wait_until
 
-pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.fault]
 
 LEASE_TTL_S = 2.0
 #: The acceptance bound: from the leader's death to the standby's first commit.

@@ -132,6 +132,7 @@ def test_invalid_heartbeats_are_counted_and_the_thread_survives(config: Config) 
     assert all(b'"goodbye":true' in m for m in raw if b'"opaque"' in m)
 
 
+@pytest.mark.fault
 def test_publish_does_no_io_while_redis_is_frozen(own_redis: RedisServer, namespace: str) -> None:
     publisher = Publisher(own_redis.url, namespace, buffer_size=1000, batch_size=100)
     publisher.publish("warm", interval_s=1)
@@ -154,6 +155,7 @@ def test_publish_does_no_io_while_redis_is_frozen(own_redis: RedisServer, namesp
         publisher.close(timeout=5)
 
 
+@pytest.mark.fault
 def test_publishing_resumes_by_itself_after_redis_dies(
     own_redis: RedisServer, namespace: str
 ) -> None:
@@ -183,6 +185,7 @@ def test_publishing_resumes_by_itself_after_redis_dies(
         publisher.close()
 
 
+@pytest.mark.fault
 def test_close_on_a_frozen_redis_is_bounded(own_redis: RedisServer, namespace: str) -> None:
     publisher = Publisher(own_redis.url, namespace)
     publisher.publish("svc", interval_s=1)

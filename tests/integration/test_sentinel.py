@@ -33,7 +33,7 @@ from tests.redis_topologies import LocalSentinel
 from tests.support import wait_until
 from tests.webserver import RawEvent, SSEReader, open_stream, serve
 
-pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.fault]
 
 #: The publisher loop: one heartbeat every PERIOD_S, at most LOAD of them.
 LOAD = 1000

@@ -147,6 +147,7 @@ async def test_health_and_ready(config: Config, bus: FakeBus, client: httpx.Asyn
         assert (await client.get(url + "/ready")).status_code == 200
 
 
+@pytest.mark.fault
 async def test_health_is_503_while_redis_is_down(
     own_redis: RedisServer, namespace: str, client: httpx.AsyncClient
 ) -> None:
@@ -304,6 +305,7 @@ def test_app_from_env_reads_the_environment(
         ("0.0.0.0", "t", True),
     ],
 )
+@pytest.mark.fault
 def test_a_non_loopback_bind_needs_a_token(host: str, token: str | None, ok: bool) -> None:
     config = Config(host=host, token=token)
     if ok:

@@ -283,6 +283,7 @@ async def test_bad_filter_values_are_refused(config: Config, client: httpx.Async
 INJECTION = "x\n\nevent: injected\ndata: {}\nid: 666\r\rretry: 1\r\n\r\n"
 
 
+@pytest.mark.fault
 async def test_data_cannot_break_the_sse_framing(
     config: Config, bus: FakeBus, client: httpx.AsyncClient
 ) -> None:
@@ -329,6 +330,7 @@ async def sse_clients(client: httpx.AsyncClient, url: str) -> int:
     [(4, 30.0), (100_000, 0.5)],
     ids=["its-queue-fills", "its-send-times-out"],
 )
+@pytest.mark.fault
 async def test_a_client_that_never_reads_is_dropped_without_delaying_others(
     redis_server: RedisServer,
     namespace: str,
@@ -384,6 +386,7 @@ async def _is(value: Any, expected: Any) -> bool:
     return bool(await value == expected)
 
 
+@pytest.mark.fault
 async def test_redis_killed_and_restarted_empty_brings_a_new_snapshot(
     own_redis: RedisServer, namespace: str, client: httpx.AsyncClient
 ) -> None:
@@ -424,6 +427,7 @@ async def _json(client: httpx.AsyncClient, url: str, check: Any) -> bool:
     return bool(check((await client.get(url)).json()))
 
 
+@pytest.mark.fault
 async def test_the_stream_answers_200_without_redis(
     namespace: str, client: httpx.AsyncClient
 ) -> None:

@@ -6,6 +6,8 @@ import pytest
 
 from publishers.scrub import MASK, clean_error, scrub, truncate_utf8
 
+pytestmark = pytest.mark.fault
+
 
 @pytest.mark.parametrize(
     ("text", "expected"),
