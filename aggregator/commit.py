@@ -11,12 +11,15 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from aggregator.fold import view
+from aggregator.sla import RollupWrite
 from aggregator.state import FoldState
 from healthbus.schema import Transition, encode
 
 __all__ = ["MAX_BYTES", "MAX_SERVICES", "DeadLetter", "Part", "build_parts", "commit_args"]
 
 MAX_SERVICES: Final = 1000
+#: KEYS of the commit script before the rollup hashes (see scripts.COMMIT).
+FIXED_KEYS: Final = 7
 MAX_BYTES: Final = 512 * 1024
 DEADLETTER_FIELD_BYTES: Final = 1024
 DEADLETTER_MAX_FIELDS: Final = 16
@@ -48,7 +51,13 @@ class Part:
     fresh: dict[str, int] = field(default_factory=dict)
     published: list[bytes] = field(default_factory=list)
     deadletters: list[DeadLetter] = field(default_factory=list)
+    rollups: list[RollupWrite] = field(default_factory=list)
     size: int = 0
+
+    def rollup_keys(self) -> list[tuple[str, str]]:
+        """The (resolution, service) of each rollup hash this part writes, in KEYS order
+        after the FIXED_KEYS."""
+        return list(dict.fromkeys((w.resolution, w.service) for w in self.rollups))
 
     @property
     def publishes(self) -> bool:
@@ -67,6 +76,8 @@ def build_parts(
     pending = state.pending
     transitions = list(transitions)
     names = pending.state | pending.urgent | pending.removed | {t.service for t in transitions}
+    names |= state.ledger.services()
+    now_ms = state.clock.to_wall(state.clock.now_v)
     if flush:
         names |= pending.deferred | pending.fresh
     parts = [Part(deadletters=list(deadletters))]
@@ -76,6 +87,10 @@ def build_parts(
             part = Part()
             parts.append(part)
         part.names.add(name)
+        writes = state.ledger.take(name, now_ms)
+        if writes:
+            part.rollups += writes
+            part.size += sum(len(w.delta) + 64 for w in writes)
         svc = state.services.get(name)
         if svc is None:
             part.removed.append(name)
@@ -145,4 +160,8 @@ def commit_args(
         flat = dead.flat()
         args.append(len(flat) // 2)
         args += flat
+    index = {key: FIXED_KEYS + 1 + i for i, key in enumerate(part.rollup_keys())}
+    args.append(len(part.rollups))
+    for w in part.rollups:
+        args += [index[(w.resolution, w.service)], w.field, w.delta, w.absolute, w.ttl_ms, w.cutoff]
     return args

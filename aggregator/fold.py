@@ -16,6 +16,7 @@ from aggregator.grace import grace_ms, learn
 from aggregator.hysteresis import observe
 from aggregator.quorum import quorum_for, quorum_status
 from aggregator.rules import Rules, judge, judge_age, judge_content, next_change_ms
+from aggregator.sla import MAX_GRANTS, Retention, account, record_duration
 from aggregator.state import FoldState, Instance, Service
 from healthbus.commands import Command, fold_command, prune, silenced
 from healthbus.errors import InvalidMessage
@@ -54,6 +55,10 @@ class Folder:
         self.max_services = max_services
         #: Each service's quorum rule (None: worst-of), looked up once per name.
         self._quorums: dict[str, int | None] = {}
+        self.retention = Retention.of_rules(self.rules)
+        state.ledger.retention = self.retention
+        #: Services still to account in this round of `account` (a rotation).
+        self._rotation: list[str] = []
 
     # -- inputs -----------------------------------------------------------------------
 
@@ -105,6 +110,8 @@ class Folder:
                 fresh.status, fresh.reason = inst.status, inst.reason
             fresh.depends_on = hb.depends_on if hb.depends_on is not None else _deps(inst)
             learn(inst, fresh)
+            if hb.duration_ms is not None and self.retention.day:
+                record_duration(svc, at_ms, hb.duration_ms, state.ledger)
             rise, fall = self.rules.counts(hb.kind)
             if rise > 1 or fall > 1:
                 status, reason = judge_content(hb, self.rules)
@@ -162,9 +169,25 @@ class Folder:
         clock = self.state.clock
         span = max(0, blind_to_ms - max(blind_from_ms, clock.to_wall(clock.now_v)))
         if span:
+            end = clock.to_wall(clock.now_v) + span
+            clock.grants = [*clock.grants[-MAX_GRANTS + 1 :], (end - span, end)]
             clock.offset_ms += span
             clock.floor_v = clock.now_v
         return span
+
+    def account(self, budget: int) -> None:
+        """SLA: account up to `budget` services' time in state up to the watermark, in a
+        rotation, so that each is accounted every so often whatever its transitions."""
+        if not self.retention.enabled:
+            return
+        state = self.state
+        end = state.clock.to_wall(state.clock.now_v)
+        for _ in range(min(budget, len(state.services))):
+            if not self._rotation:
+                self._rotation = list(state.services)
+            svc = state.services.get(self._rotation.pop())
+            if svc is not None and account(svc, end, state.clock, state.ledger, self.rules):
+                state.pending.state.add(svc.name)
 
     def next_deadline_ms(self) -> int | None:
         """Wall time of the next pending deadline, so the runner knows how long to wait."""
@@ -205,7 +228,8 @@ class Folder:
     def _new_service(self, name: str, kind: str, at_ms: int, v: int) -> Service:
         self._check_room()
         # last_v starts at the first sighting, so that the forget deadline is never in the past.
-        svc = Service(name=name, kind=kind, since_ms=at_ms, last_v=v)
+        svc = Service(name=name, kind=kind, since_ms=at_ms, last_v=v, sla_ms=at_ms)
+        svc.sla_off = self.state.clock.offset_ms
         self.state.add(svc)
         self.state.pending.urgent.add(name)
         return svc
@@ -345,11 +369,13 @@ class Folder:
         at_ms = state.clock.to_wall(at_v)
         from_ = svc.status
         duration_ms: int | None = None
+        account(svc, at_ms, state.clock, state.ledger, self.rules)
         if to in ("degraded", "error"):
             root = svc.affected_by[0] if svc.affected_by else None
             if svc.incident is None:
                 svc.incident = f"{svc.name}:{at_ms}"
                 svc.incident_ms, svc.incident_root = at_ms, root
+                state.ledger.incident(svc.name, at_ms, self.retention)
         else:
             root = svc.incident_root
             if svc.incident_ms is not None:
@@ -358,6 +384,7 @@ class Folder:
         if to in ("healthy", "unknown"):
             svc.incident = svc.incident_ms = svc.incident_root = None
         state.set_status(svc, to)
+        state.ledger.mark(svc.name, at_ms, to)
         svc.since_ms = at_ms
         state.pending.urgent.add(svc.name)
         state.pending.state.add(svc.name)

@@ -44,6 +44,10 @@ class Rules(msgspec.Struct, frozen=True, kw_only=True):
     #: Adaptive grace: the age rule allows an instance up to this many intervals more,
     #: learned from how late it regularly is; 0 turns it off.
     grace_max: float = 0.0
+    #: SLA rollups kept per resolution (ms); 0: not written. Bare rules write none.
+    sla_minute_ms: int = 0
+    sla_hour_ms: int = 0
+    sla_day_ms: int = 0
 
     @classmethod
     def from_config(cls, config: Config) -> Rules:
@@ -59,6 +63,9 @@ class Rules(msgspec.Struct, frozen=True, kw_only=True):
             flap_low_pct=config.flap_low_pct,
             quorum=dict(config.quorum),
             grace_max=config.grace_max,
+            sla_minute_ms=int(config.sla_minute_retention_s * 1000),
+            sla_hour_ms=int(config.sla_hour_retention_s * 1000),
+            sla_day_ms=int(config.sla_day_retention_s * 1000),
         )
 
     def counts(self, kind: str) -> tuple[int, int]:

@@ -8,6 +8,7 @@ heartbeat is committed at once; under load many share one commit.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -332,6 +333,9 @@ class Aggregator:
         folder = self.folder
         assert folder is not None
         self.dirty = True
+        # SLA: a share of the services each tick, so each is accounted every sla_flush_s.
+        share = self._tick_s / max(self.config.sla_flush_s, self._tick_s)
+        folder.account(math.ceil(len(folder.state.services) * share))
         await self._commit_parts(client, [], [], cursor=self.cursor, flush=True)
 
     async def _report(self, client: AsyncClient) -> None:
@@ -466,7 +470,7 @@ class Aggregator:
         sent_mono = time.monotonic()
         reply: list[Any] = await self._commit_script(
             keys=[k.leader, k.snapshot, k.state, k.transitions, k.updates, k.heartbeats,
-                  k.deadletters],
+                  k.deadletters, *(k.rollup(r, s) for r, s in part.rollup_keys())],
             args=args,
         )  # fmt: skip
         self._grant_stall(now, sent_mono, 0)

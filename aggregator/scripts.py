@@ -36,13 +36,17 @@ end
 return 0
 """
 
-#: KEYS: leader, snapshot, state, transitions, updates, heartbeats, deadletters.
+#: KEYS: leader, snapshot, state, transitions, updates, heartbeats, deadletters, then the
+#: SLA rollup hashes the part writes (`Keys.rollup`).
 #: ARGV (walked in order):
 #:   token, expect_meta ("1" once this dataset has a commit of ours), meta_json,
 #:   update_json ("" for none), transitions_maxlen, updates_maxlen, updates_minid,
 #:   heartbeats_minid ("" for no trim), deadletters_maxlen,
 #:   n_views, (name, view_json)*, n_removed, name*, n_state, (name, state_json)*,
-#:   n_transitions, transition_json*, n_dead, (n_fields, (field, value)*)*
+#:   n_transitions, transition_json*, n_dead, (n_fields, (field, value)*)*,
+#:   n_rollups, (key_index, field, delta_json, absolute_json, ttl_ms, cutoff_field)*
+#: A rollup's delta members are added to the field's JSON object (created as needed, and
+#: then fields older than the cutoff are deleted); its absolute members replace theirs.
 #: Returns {"OK", update_id} | {"NOTLEADER"} | {"RESET"} (Redis lost our data).
 COMMIT: Final = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -84,6 +88,32 @@ for j = 1, n do
   end
   redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[9], '*', unpack(entry))
   i = i + 2 * fields + 1
+end
+n = tonumber(ARGV[i])
+i = i + 1
+for j = 1, n do
+  local key, field = KEYS[tonumber(ARGV[i])], ARGV[i + 1]
+  local raw = redis.call('HGET', key, field)
+  local row = {}
+  if raw then
+    row = cjson.decode(raw)
+  else
+    local names = redis.call('HKEYS', key)
+    for k = 1, #names do
+      if names[k] < ARGV[i + 5] then
+        redis.call('HDEL', key, names[k])
+      end
+    end
+  end
+  for member, value in pairs(cjson.decode(ARGV[i + 2])) do
+    row[member] = (tonumber(row[member]) or 0) + value
+  end
+  for member, value in pairs(cjson.decode(ARGV[i + 3])) do
+    row[member] = value
+  end
+  redis.call('HSET', key, field, cjson.encode(row))
+  redis.call('PEXPIRE', key, ARGV[i + 4])
+  i = i + 6
 end
 local update_id = false
 if update ~= '' then

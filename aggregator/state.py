@@ -13,6 +13,7 @@ import msgspec
 
 from aggregator.dependencies import Graph
 from aggregator.hysteresis import Held
+from aggregator.sla import Ledger
 from healthbus.commands import Commands
 from healthbus.schema import Heartbeat, Status
 
@@ -71,6 +72,13 @@ class Service(msgspec.Struct, kw_only=True):
     #: its last observations, one letter each (see flapping.py).
     flapping: bool = False
     flap_window: str = ""
+    #: SLA accounting (sla.py): accounted up to this wall time, the clock's offset then,
+    #: and the current UTC day's duration histogram with its last p95 written.
+    sla_ms: int | None = None
+    sla_off: int = 0
+    sla_day: int = 0
+    sla_hist: dict[int, int] = msgspec.field(default_factory=dict)
+    sla_p95: float | None = None
 
 
 class Clock(msgspec.Struct, kw_only=True):
@@ -80,6 +88,8 @@ class Clock(msgspec.Struct, kw_only=True):
     offset_ms: int = 0
     #: Entries read after a grant are never older than this (they arrived while blind).
     floor_v: int = 0
+    #: The latest blind spans granted, [from, to) in wall time: where SLA blind time lies.
+    grants: list[tuple[int, int]] = msgspec.field(default_factory=list)
 
     def to_v(self, wall_ms: int) -> int:
         return max(wall_ms - self.offset_ms, self.floor_v)
@@ -120,6 +130,8 @@ class FoldState:
         self.graph = Graph()
         #: Operator commands folded so far (silences), with their stream's cursor.
         self.commands = Commands()
+        #: SLA rollup deltas owed to the next commit (sla.py).
+        self.ledger = Ledger()
         self._buckets: dict[int, set[str]] = {}
         self._heap: list[int] = []
 

@@ -91,6 +91,13 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     commands_maxlen: int = 10_000
     max_services: int = 200_000
     forget_after_s: float = 7 * 86_400.0
+    #: SLA rollups (time in each status per minute, hour and UTC day) are kept this long;
+    #: 0 writes none of that resolution. Each service is accounted at least every
+    #: `sla_flush_s`. Memory: about 120 bytes a field, per service.
+    sla_minute_retention_s: float = 3600.0
+    sla_hour_retention_s: float = 7 * 86_400.0
+    sla_day_retention_s: float = 92 * 86_400.0
+    sla_flush_s: float = 60.0
     #: The aggregator reports its own health (stream length, lag, fold latency, invalid
     #: entries, gaps) as service `healthbus.aggregator` this often; 0: never.
     bus_interval_s: float = 10.0

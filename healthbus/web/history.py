@@ -11,6 +11,10 @@ This module only reads them, and expects:
                blind_ms          time the aggregator could not see (left out of all figures)
                incidents         incidents opened that day
                p95_duration_ms   95th percentile of that day's heartbeat `duration_ms`, or null
+               through_ms, status  (on the day the service was last accounted) accounted up
+                                 to then, and in that status since: a reader adds the span
+                                 from then to now to that status (the aggregator accounts
+                                 each service at least every `sla_flush_s`)
 
 `Keys.rollup("hour" | "minute", service)` hold the same values under "YYYY-MM-DDTHH" and
 "YYYY-MM-DDTHH:MM". The writer keeps each hash bounded by age (HDEL of old fields, and an
@@ -23,7 +27,7 @@ still retains; no durations there, and blind time counts as the status it interr
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import msgspec
 
@@ -58,6 +62,8 @@ class _Rollup(msgspec.Struct, kw_only=True):
     blind_ms: float = 0
     incidents: int = 0
     p95_duration_ms: float | None = None
+    through_ms: int | None = None
+    status: str | None = None
 
 
 _rollup_decoder = msgspec.json.Decoder(_Rollup)
@@ -79,7 +85,7 @@ async def read_history(
     note = None
     if rows:
         source: Literal["rollups", "transitions"] = "rollups"
-        tallies = _from_rollups(rows)
+        tallies = _from_rollups(rows, now_ms)
     else:
         source = "transitions"
         tallies, reach_ms = await _from_transitions(
@@ -100,8 +106,9 @@ async def read_history(
     )
 
 
-def _from_rollups(rows: dict[bytes, bytes]) -> dict[int, Tally]:
+def _from_rollups(rows: dict[bytes, bytes], now_ms: int) -> dict[int, Tally]:
     tallies: dict[int, Tally] = {}
+    since: tuple[int, Status] | None = None
     for field, raw in rows.items():
         day = date_ms(field.decode(errors="replace"))
         try:
@@ -121,6 +128,18 @@ def _from_rollups(rows: dict[bytes, bytes]) -> dict[int, Tally]:
             incidents=r.incidents,
             p95_duration_ms=r.p95_duration_ms,
         )
+        if (
+            r.through_ms is not None
+            and r.status in times
+            and (not since or since[0] < r.through_ms)
+        ):
+            since = (r.through_ms, cast(Status, r.status))
+    if since is not None:
+        # Not accounted yet: from the last accounting to now, in the status it was in.
+        for day, tally in tally_transitions([], since[1], since[0], now_ms).items():
+            mine = tallies.setdefault(day, Tally())
+            for status, ms in tally.ms.items():
+                mine.add(status, ms)
     return tallies
 
 
