@@ -68,7 +68,7 @@ def run(bench: Bench) -> list[Figure]:
     except psycopg.Error as exc:
         return _missing(healthbus, f"PostgreSQL unreachable at {bench.postgres_url}: {exc}")
     schema = f"healthbus_bench_{uuid.uuid4().hex[:8]}"
-    seconds = bench.seconds(2.0, 10.0)
+    seconds = bench.seconds(1.5, 10.0)
     rows = [(service_name(i), True, 12.5, heartbeat(i).decode()) for i in range(services)]
     try:
         admin.execute(_TABLES.format(s=schema).encode())

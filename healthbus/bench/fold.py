@@ -41,7 +41,7 @@ def run(bench: Bench) -> list[Figure]:
     figures: list[Figure] = []
     for full in SERVICES:
         services = bench.size(full, full, least=10)
-        measured = bench.size(max(50_000, full), max(300_000, 3 * full), least=1000)
+        measured = bench.size(max(50_000, full // 2), max(300_000, 3 * full), least=1000)
         rate = throughput(bench, services, measured)
         figures.append(
             Figure(

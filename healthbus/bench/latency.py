@@ -31,7 +31,7 @@ WARM_UP_S = 1.0
 
 
 def run(bench: Bench) -> list[Figure]:
-    samples = bench.size(100, 400, least=5)
+    samples = bench.size(80, 400, least=5)
     figures: list[Figure] = []
     for rate in (1_000, 10_000):
         bench.progress(f"latency: {samples} status changes under {rate:,} heartbeats/s")
