@@ -14,11 +14,11 @@ from aggregator.dependencies import FAILING, relink, status_changed
 from aggregator.flapping import judge_flapping
 from aggregator.grace import grace_ms, learn
 from aggregator.hysteresis import observe
-from aggregator.quorum import quorum_for, quorum_status
+from aggregator.judgement import EVENT_PREFIX, Judgement
 from aggregator.rules import Rules, judge, judge_age, judge_content, next_change_ms
-from aggregator.sla import MAX_GRANTS, Retention, account, record_duration
+from aggregator.sla import MAX_GRANTS, account, record_duration
 from aggregator.state import FoldState, Instance, Service
-from healthbus.commands import Command, fold_command, prune, silenced
+from healthbus.commands import Command, fold_command, prune
 from healthbus.errors import InvalidMessage
 from healthbus.schema import (
     STATUS_ORDER,
@@ -33,8 +33,6 @@ from healthbus.schema import (
 
 __all__ = ["Folder", "event_name", "view"]
 
-EVENT_PREFIX = "healthbus.service."
-
 
 def event_name(from_: Status, to: Status) -> str:
     if to == "healthy":
@@ -44,21 +42,14 @@ def event_name(from_: Status, to: Status) -> str:
     return EVENT_PREFIX + to
 
 
-class Folder:
+class Folder(Judgement):
     """The fold's operations over one FoldState, with its rules and limits."""
 
     def __init__(
         self, state: FoldState, rules: Rules | None = None, max_services: int = 200_000
     ) -> None:
-        self.state = state
-        self.rules = rules or Rules()
+        super().__init__(state, rules or Rules())
         self.max_services = max_services
-        #: Each service's quorum rule (None: worst-of), looked up once per name.
-        self._quorums: dict[str, int | None] = {}
-        self.retention = Retention.of_rules(self.rules)
-        state.ledger.retention = self.retention
-        #: Services still to account in this round of `account` (a rotation).
-        self._rotation: list[str] = []
 
     # -- inputs -----------------------------------------------------------------------
 
@@ -175,20 +166,6 @@ class Folder:
             clock.floor_v = clock.now_v
         return span
 
-    def account(self, budget: int) -> None:
-        """SLA: account up to `budget` services' time in state up to the watermark, in a
-        rotation, so that each is accounted every so often whatever its transitions."""
-        if not self.retention.enabled:
-            return
-        state = self.state
-        end = state.clock.to_wall(state.clock.now_v)
-        for _ in range(min(budget, len(state.services))):
-            if not self._rotation:
-                self._rotation = list(state.services)
-            svc = state.services.get(self._rotation.pop())
-            if svc is not None and account(svc, end, state.clock, state.ledger, self.rules):
-                state.pending.state.add(svc.name)
-
     def next_deadline_ms(self) -> int | None:
         """Wall time of the next pending deadline, so the runner knows how long to wait."""
         v = self.state.next_deadline_v()
@@ -288,42 +265,12 @@ class Folder:
         if reason != svc.reason:
             svc.reason = reason
             self.state.pending.urgent.add(svc.name)
-        if status == svc.status:
-            return out
-        return [*out, self._transition(svc, status, at_v)]
-
-    def _event(self, svc: Service, name: str, at_v: int, reason: str) -> Transition:
-        """A transition that changes no status (`from` = `to`): flapping, stable."""
-        at_ms = self.state.clock.to_wall(at_v)
-        return Transition(
-            id=f"{svc.name}:{name}:{at_ms}",
-            event=EVENT_PREFIX + name,
-            service=svc.name,
-            from_=svc.status,
-            to=svc.status,
-            at=iso_ms(at_ms),
-            at_ms=at_ms,
-            reason=reason,
-            incident=svc.incident,
-            silenced=self._silenced(svc.name, at_ms),
-            flapping=svc.flapping,
-        )
-
-    def _silenced(self, name: str, at_ms: int) -> bool:
-        silences = self.state.commands.silences
-        return bool(silences) and silenced(silences.values(), name, at_ms)
-
-    def _quorum(
-        self, svc: Service, status: Status, raw: Status, reason: str
-    ) -> tuple[Status, Status, str]:
-        """A quorum rule, if one matches, replaces worst-of (raw included)."""
-        k = self._quorums.get(svc.name, -1)
-        if k == -1:
-            k = self._quorums[svc.name] = quorum_for(svc.name, self.rules.quorum)
-        found = quorum_status([i.status for i in svc.instances.values()], k) if k else None
-        if found is None or found[0] == status == "healthy":
-            return status, raw, reason
-        return found[0], found[0], found[1]
+        if status != svc.status:
+            out.append(self._transition(svc, status, at_v))
+        target = self._target(svc.name) if rules.slo else None
+        if target is not None:
+            out += self._burn(svc, target, at_v)
+        return out
 
     def _judge_instance(self, inst: Instance, at_v: int) -> tuple[Status, str, int, Status]:
         """Status, reason, next deadline, and the status without hysteresis (what flap
@@ -369,7 +316,8 @@ class Folder:
         at_ms = state.clock.to_wall(at_v)
         from_ = svc.status
         duration_ms: int | None = None
-        account(svc, at_ms, state.clock, state.ledger, self.rules)
+        slo = bool(self.rules.slo) and self._target(svc.name) is not None
+        account(svc, at_ms, state.clock, state.ledger, self.rules, slo)
         if to in ("degraded", "error"):
             root = svc.affected_by[0] if svc.affected_by else None
             if svc.incident is None:

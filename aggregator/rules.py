@@ -48,6 +48,8 @@ class Rules(msgspec.Struct, frozen=True, kw_only=True):
     sla_minute_ms: int = 0
     sla_hour_ms: int = 0
     sla_day_ms: int = 0
+    #: Availability targets (percent) by fnmatch pattern; see slo.py.
+    slo: dict[str, float] = msgspec.field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: Config) -> Rules:
@@ -66,6 +68,7 @@ class Rules(msgspec.Struct, frozen=True, kw_only=True):
             sla_minute_ms=int(config.sla_minute_retention_s * 1000),
             sla_hour_ms=int(config.sla_hour_retention_s * 1000),
             sla_day_ms=int(config.sla_day_retention_s * 1000),
+            slo=dict(config.slo),
         )
 
     def counts(self, kind: str) -> tuple[int, int]:

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from aggregator.slo import record
 from healthbus.schema import encode
 
 if TYPE_CHECKING:
@@ -189,24 +190,32 @@ def _blind_spans(a: int, b: int, clock: Clock, blind_total: int) -> list[tuple[i
     return out
 
 
-def account(svc: Service, end_ms: int, clock: Clock, ledger: Ledger, rules: Rules) -> bool:
-    """Add `svc`'s status to its tallies from its mark up to `end_ms`; whether it moved."""
+def account(
+    svc: Service, end_ms: int, clock: Clock, ledger: Ledger, rules: Rules, slo: bool = False
+) -> bool:
+    """Add `svc`'s status to its tallies (and, with `slo`, its SLO minutes) from its mark
+    up to `end_ms`; whether it moved."""
     retention = Retention.of_rules(rules)
     start = svc.sla_ms
     if start is not None and end_ms <= start:
         return False
-    if start is None or not retention.enabled:
+    if start is None or not (retention.enabled or slo):
         svc.sla_ms, svc.sla_off = end_ms, clock.offset_ms
         return start is None
     member = f"{svc.status}_ms"
     cursor = start
+    pieces: list[tuple[str, int, int]] = []
     for s, e in _blind_spans(start, end_ms, clock, clock.offset_ms - svc.sla_off):
         if s > cursor:
-            ledger.add(svc.name, member, cursor, s, retention)
-        ledger.add(svc.name, "blind_ms", s, e, retention)
+            pieces.append((member, cursor, s))
+        pieces.append(("blind_ms", s, e))
         cursor = max(cursor, e)
     if cursor < end_ms:
-        ledger.add(svc.name, member, cursor, end_ms, retention)
+        pieces.append((member, cursor, end_ms))
+    for name, a, b in pieces:
+        ledger.add(svc.name, name, a, b, retention)
+        if slo:
+            record(svc, name, a, b)
     svc.sla_ms, svc.sla_off = end_ms, clock.offset_ms
     ledger.mark(svc.name, end_ms, svc.status)
     day = end_ms - end_ms % DAY_MS

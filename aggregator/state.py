@@ -79,6 +79,11 @@ class Service(msgspec.Struct, kw_only=True):
     sla_day: int = 0
     sla_hist: dict[int, int] = msgspec.field(default_factory=dict)
     sla_p95: float | None = None
+    #: SLO (slo.py): accounted since, the minutes of the last six hours that were not all
+    #: good (minute -> [error ms, unknown or blind ms]), and whether it burns too fast.
+    slo_since: int | None = None
+    slo_minutes: dict[int, list[int]] = msgspec.field(default_factory=dict)
+    slo_burning: bool = False
 
 
 class Clock(msgspec.Struct, kw_only=True):

@@ -98,6 +98,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     sla_hour_retention_s: float = 7 * 86_400.0
     sla_day_retention_s: float = 92 * 86_400.0
     sla_flush_s: float = 60.0
+    #: SLOs: fnmatch pattern -> availability target in percent (time not in error over known
+    #: time), e.g. `{"api" = 99.9}`; a service whose error budget burns too fast (1 h and
+    #: 5 min at 14.4x, or 6 h and 30 min at 6x) gets a `slo_burn` transition, then `slo_ok`.
+    slo: dict[str, float] = msgspec.field(default_factory=dict)
     #: The aggregator reports its own health (stream length, lag, fold latency, invalid
     #: entries, gaps) as service `healthbus.aggregator` this often; 0: never.
     bus_interval_s: float = 10.0
@@ -141,6 +145,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         ]
         if min(counts) < 1:
             raise ConfigError("rise, fall and hysteresis_by_kind counts must be at least 1")
+        if any(not 0 < t < 100 for t in self.slo.values()):
+            raise ConfigError("an SLO target is a percentage between 0 and 100, e.g. 99.9")
         if self.grace_max < 0:
             raise ConfigError("grace_max must be >= 0 (intervals; 0 turns it off)")
         if any(k < 1 for k in self.quorum.values()):
