@@ -397,6 +397,7 @@ function card(svc) {
   const head = el("div", "svc-head");
   head.append(badge(svc.status), serviceLink(svc.name, "svc-name"));
   if (svc.flapping) head.append(el("span", "tag", "flapping"));
+  if (svc.affected_by?.length) head.append(el("span", "tag", `affected by ${svc.affected_by.join(", ")}`));
   const facts = el("div", "svc-facts");
   if (svc.last_heartbeat_ms != null) facts.append(ticking(svc.last_heartbeat_ms, "hb"));
   else facts.append(el("span", "muted", "never seen"));
