@@ -23,7 +23,7 @@ __all__ = ["Clock", "FoldState", "Instance", "Pending", "Service"]
 BUCKET_MS = 100
 
 
-class Instance(msgspec.Struct, kw_only=True, gc=False):
+class Instance(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     #: The last completed heartbeat (a `phase: start` never counts as one).
     hb: Heartbeat
     last_ms: int
@@ -45,7 +45,7 @@ class Instance(msgspec.Struct, kw_only=True, gc=False):
     lost: int = 0
 
 
-class Service(msgspec.Struct, kw_only=True):
+class Service(msgspec.Struct, kw_only=True, omit_defaults=True):
     name: str
     kind: str
     status: Status = "unknown"
