@@ -320,19 +320,34 @@ def _order(view: Any) -> tuple[int, str]:
 
 def _tail(config: Config, args: argparse.Namespace) -> int:
     from healthbus.client import HealthBus
+    from healthbus.connection import Backoff
+    from healthbus.errors import BusUnavailable
 
-    async def follow() -> None:
-        async with HealthBus.from_config(_with_url(config)) as bus:
-            if args.group:
-                source = bus.transitions(group=args.group, start="0" if args.all else "$")
-                async for t in source:
+    cursor = "0" if args.all else "$"
+
+    async def follow(bus: HealthBus) -> None:
+        nonlocal cursor
+        if args.group:
+            async for t in bus.transitions(group=args.group, start=cursor):
+                _print_transition(t, args.json)
+        else:
+            async for entry_id, update in bus.updates(cursor):
+                for t in update.transitions:
                     _print_transition(t, args.json)
-            else:
-                async for _, update in bus.updates("0" if args.all else "$"):
-                    for t in update.transitions:
-                        _print_transition(t, args.json)
+                cursor = entry_id
 
-    anyio.run(follow)
+    async def follow_through_outages() -> None:
+        """A follower outlives Redis outages: it reconnects with backoff where it left off."""
+        backoff = Backoff()
+        while True:
+            try:
+                async with HealthBus.from_config(_with_url(config)) as bus:
+                    await follow(bus)
+            except BusUnavailable as exc:
+                log.warning("%s; retrying", exc)
+                await anyio.sleep(backoff.next_delay())
+
+    anyio.run(follow_through_outages)
     return 0
 
 
