@@ -53,6 +53,8 @@ __all__ = ["Aggregator"]
 log = logging.getLogger("healthbus.aggregator")
 
 TICK_S: Final = 1.0
+#: How long a stopping aggregator may spend releasing its lease and closing connections.
+SHUTDOWN_S: Final = 5.0
 #: A Redis call answering this much later than expected means Redis was not there.
 STALL_MS: Final = 1000
 MAX_BLOCK_MS: Final = 1000
@@ -173,7 +175,9 @@ class Aggregator:
                     log.warning("Redis unavailable (%s); retrying", exc)
                     await anyio.sleep(backoff.next_delay())
         finally:
-            with anyio.CancelScope(shield=True):
+            # Shielded so a cancelled aggregator still releases its lease; bounded so a Redis
+            # that stopped answering cannot hold the shutdown forever.
+            with anyio.move_on_after(SHUTDOWN_S, shield=True):
                 await self._step_down(client)
                 await client.aclose()
 

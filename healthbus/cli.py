@@ -148,6 +148,10 @@ async def _run_web_workers(config: Config) -> None:
         with anyio.CancelScope(shield=True):
             if process.returncode is None:
                 process.terminate()
+                with anyio.move_on_after(30):  # past uvicorn's own grace: not answering
+                    await process.wait()
+            if process.returncode is None:
+                process.kill()
                 await process.wait()
 
 

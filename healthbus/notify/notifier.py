@@ -63,7 +63,7 @@ class Notifier:
                     )
                     tg.start_soon(self._keep_running, runner)
         finally:
-            with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(5, shield=True):  # bounded: Redis may not answer
                 await self.bus.aclose()
 
     async def wait_ready(self) -> None:
