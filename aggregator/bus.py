@@ -28,6 +28,9 @@ STREAM_ERROR: Final = 0.9
 LAG_DEGRADED_MS: Final = 10_000
 LAG_ERROR_MS: Final = 60_000
 FOLD_DEGRADED_MS: Final = 1_000
+#: The first report comes this many intervals after leading (a minute by default): a
+#: short-lived leader, or a short test, adds no service and no `appeared` to the fleet.
+FIRST_REPORT: Final = 6
 
 
 class BusStats(msgspec.Struct, kw_only=True):
@@ -115,12 +118,11 @@ class BusMeter:
         self.fold_ms = max(self.fold_ms, seconds * 1000)
 
     def due(self, now: float) -> bool:
-        """Whether to report now; the first report comes one interval after leading, so a
-        short-lived leader adds nothing to the fleet."""
+        """Whether to report now (the first time FIRST_REPORT intervals after leading)."""
         if self.interval_s <= 0:
             return False
         if self._next is None:
-            self._next = now + self.interval_s
+            self._next = now + FIRST_REPORT * self.interval_s
         if now < self._next:
             return False
         self._next = now + self.interval_s

@@ -51,10 +51,10 @@ def test_falling_behind_is_degraded_then_error() -> None:
             assert hb.status == status and hb.error, s
 
 
-def test_the_meter_reports_one_interval_after_leading_and_counts_news() -> None:
+def test_the_meter_reports_a_minute_after_leading_and_counts_news() -> None:
     meter = BusMeter(10.0)
-    assert not meter.due(100.0) and not meter.due(109.9)
-    assert meter.due(110.0) and not meter.due(115.0) and meter.due(120.0)
+    assert not meter.due(100.0) and not meter.due(159.9)
+    assert meter.due(160.0) and not meter.due(165.0) and meter.due(170.0)
     meter.folded(0.002)
     first = decode_heartbeat(meter.report(**REPORT, invalid=2, gaps=1))
     second = decode_heartbeat(meter.report(**REPORT, invalid=2, gaps=1))
