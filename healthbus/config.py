@@ -151,7 +151,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             raise ConfigError("grace_max must be >= 0 (intervals; 0 turns it off)")
         if any(k < 1 for k in self.quorum.values()):
             raise ConfigError("a quorum must be at least 1 instance")
-        if not 0 <= self.flap_low_pct <= self.flap_high_pct <= 100:
+        if self.flap_high_pct and not 0 <= self.flap_low_pct <= self.flap_high_pct <= 100:
             raise ConfigError("flap thresholds need 0 <= flap_low_pct <= flap_high_pct <= 100")
         if self.lease_ttl_s < 1:
             raise ConfigError("lease_ttl_s must be at least 1 second")

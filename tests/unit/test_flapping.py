@@ -11,6 +11,7 @@ from aggregator.fold import Folder, view
 from aggregator.rules import Rules
 from aggregator.state import FoldState
 from healthbus.config import Config
+from healthbus.errors import ConfigError
 from healthbus.schema import Heartbeat, Status, Transition
 
 T0 = 1_767_225_600_000
@@ -130,3 +131,9 @@ def test_recovery_follows_error_once_heartbeats_are_healthy_again(
     last = changes(out)[-1]
     assert last.to == "healthy"
     assert last.event.endswith("recovered" if last.from_ != "unknown" else "appeared")
+
+
+def test_a_high_threshold_of_zero_turns_detection_off_whatever_the_low() -> None:
+    assert Rules.from_config(Config(flap_high_pct=0)).flap_high_pct == 0
+    with pytest.raises(ConfigError, match="flap thresholds"):
+        Config(flap_high_pct=30, flap_low_pct=50)
