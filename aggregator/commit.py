@@ -70,7 +70,6 @@ def build_parts(
     transitions: Iterable[Transition],
     *,
     flush: bool,
-    deadletters: Iterable[DeadLetter] = (),
 ) -> list[Part]:
     """Drain the fold's pending changes into parts. Deferred and fresh views wait for `flush`."""
     pending = state.pending
@@ -80,7 +79,7 @@ def build_parts(
     now_ms = state.clock.to_wall(state.clock.now_v)
     if flush:
         names |= pending.deferred | pending.fresh
-    parts = [Part(deadletters=list(deadletters))]
+    parts = [Part()]
     for name in sorted(names):
         part = parts[-1]
         if len(part.names) >= MAX_SERVICES or part.size >= MAX_BYTES:

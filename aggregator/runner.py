@@ -274,11 +274,17 @@ class Aggregator:
             try:
                 if raw is None:
                     raise InvalidMessage("entry has no field 'm'")
-                transitions += folder.apply(decode_heartbeat(raw), at_ms)
+                hb = decode_heartbeat(raw)
+                if self._unseen(hb.service, entry_id):
+                    transitions += folder.apply(hb, at_ms)
+                    self._applied(hb.service, entry_id)
             except InvalidMessage as exc:
-                self.invalid += 1
-                dead.append(DeadLetter(entry_id, exc.reason, _as_dict(fields)))
-                transitions += self._mark_broken(exc, at_ms)
+                if exc.service is None or self._unseen(exc.service, entry_id):
+                    self.invalid += 1
+                    dead.append(DeadLetter(entry_id, exc.reason, _as_dict(fields)))
+                    transitions += self._mark_broken(exc, at_ms)
+                    if exc.service is not None:
+                        self._applied(exc.service, entry_id)
             size += len(raw or b"")
             last = i == len(entries) - 1
             if last or len(folder.state.pending.state) >= MAX_SERVICES or size >= MAX_BYTES // 2:
@@ -297,6 +303,18 @@ class Aggregator:
             if expired or changed or folder.state.pending.urgent:
                 await self._commit_parts(client, expired, dead, cursor=self.cursor)
         self.bus.folded(time.monotonic() - started)
+
+    def _unseen(self, service: str, entry_id: str) -> bool:
+        """False for an entry already folded into `service` (committed ahead of the cursor)."""
+        assert self.folder is not None
+        svc = self.folder.state.services.get(service)
+        return svc is None or not svc.applied or _id_key(entry_id) > _id_key(svc.applied)
+
+    def _applied(self, service: str, entry_id: str) -> None:
+        assert self.folder is not None
+        svc = self.folder.state.services.get(service)
+        if svc is not None:  # None: it left, or was refused past max_services
+            svc.applied = entry_id
 
     def _mark_broken(self, exc: InvalidMessage, at_ms: int) -> list[Transition]:
         """A reject naming a valid service sets it to error (its publisher is broken)."""
@@ -414,9 +432,11 @@ class Aggregator:
     ) -> None:
         folder = self.folder
         assert folder is not None
-        parts = build_parts(folder.state, transitions, flush=flush, deadletters=dead)
-        # The clock and the cursor go with the last part, after every service's own part.
+        parts = build_parts(folder.state, transitions, flush=flush)
+        # The clock, the cursor and the dead letters of the entries read go with the last
+        # part, after every service's own part: re-read after a crash, none is written twice.
         parts[-1].state.update(fold_rows(folder.state))
+        parts[-1].deadletters = dead
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             await self._commit(client, part, cursor if last else self.cursor, trim=flush and last)

@@ -84,6 +84,10 @@ class Service(msgspec.Struct, kw_only=True, omit_defaults=True):
     slo_since: int | None = None
     slo_minutes: dict[int, list[int]] = msgspec.field(default_factory=dict)
     slo_burning: bool = False
+    #: The last heartbeats-stream entry folded into this service. A large read is committed
+    #: in parts and only the last carries the cursor: after a crash between parts the next
+    #: leader reads those entries again, and this keeps it from folding any of them twice.
+    applied: str = ""
 
 
 class Clock(msgspec.Struct, kw_only=True):

@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from aggregator import Aggregator
+from aggregator.rules import Rules
 from healthbus.config import Config
 from healthbus.schema import Meta, ServiceView, Update, encode
 from tests.ground_truth import assert_matches_pure_fold, caught_up, heartbeat, meta, transitions
@@ -220,3 +221,48 @@ async def test_past_max_services_new_names_are_dead_lettered(
 async def _status_is(redis: aioredis.Redis, config: Config, name: str, status: str) -> bool:
     raw = await redis.hget(config.keys.snapshot, name)
     return raw is not None and msgspec.json.decode(raw, type=ServiceView).status == status
+
+
+class _Crash(Exception):
+    """The aggregator dies between two parts of one commit."""
+
+
+class _DiesBetweenParts(Aggregator):
+    """Commits the first part that carries transitions, then dies before the next one."""
+
+    committed = 0
+
+    async def _commit(self, client: Any, part: Any, cursor: str, trim: bool) -> None:
+        if part.transitions:
+            if self.committed:
+                raise _Crash
+            self.committed += 1
+        await super()._commit(client, part, cursor, trim)
+
+
+async def test_a_crash_between_the_parts_of_a_commit_repeats_nothing(
+    redis: aioredis.Redis, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read committed in parts carries the cursor in its last part only: the next leader
+    reads the earlier parts' entries again, and must fold none of them twice."""
+    import aggregator.commit
+    from tests.ground_truth import pure_fold
+
+    monkeypatch.setattr(aggregator.commit, "MAX_SERVICES", 3)
+    for ok in (False, True):  # every service fails and recovers within one read
+        for i in range(10):
+            await redis.xadd(config.keys.heartbeats, heartbeat(f"s{i}", ok=ok))
+    last = (await redis.xrevrange(config.keys.heartbeats, count=1))[0][0].decode()
+    with pytest.raises(BaseExceptionGroup) as crashed:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_DiesBetweenParts(config).run)
+    assert crashed.group_contains(_Crash)
+    assert await transitions(redis, config), "the first part was committed"
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(Aggregator(config).run)
+        await wait_until(lambda: caught_up(redis, config, last))
+        tg.cancel_scope.cancel()
+    expected = pure_fold(await redis.xrange(config.keys.heartbeats), Rules.from_config(config))
+    actual = [t.id for t in await transitions(redis, config)]
+    assert sorted(actual) == sorted(expected) and len(set(actual)) == len(actual)
