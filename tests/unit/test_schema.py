@@ -2,7 +2,15 @@ import msgspec
 import pytest
 
 from healthbus.errors import InvalidMessage
-from healthbus.schema import Heartbeat, Transition, decode_heartbeat, encode, iso_ms, json_schemas
+from healthbus.schema import (
+    SERVICE_PATTERN,
+    Heartbeat,
+    Transition,
+    decode_heartbeat,
+    encode,
+    iso_ms,
+    json_schemas,
+)
 
 
 def hb_json(**fields: object) -> bytes:
@@ -28,6 +36,10 @@ def test_unknown_fields_are_ignored() -> None:
         (hb_json(interval_s=0), "interval_s", "svc"),
         (hb_json(service="a\nb"), "service", None),
         (hb_json(service="x" * 129), "service", None),
+        (hb_json(service="svc\n"), "service", None),
+        (hb_json(service=""), "service", None),
+        (hb_json(instance="host a"), "instance", "svc"),
+        (hb_json(depends_on=["postgres", "bad name"]), "depends_on", "svc"),
         (hb_json(details={"k": "v" * 100_000}), "over", "svc"),
         (hb_json(details={str(i): i for i in range(40)}), "details", "svc"),
         (hb_json(details={"k": {"nested": 1}}), "details", "svc"),
@@ -72,3 +84,18 @@ def test_every_message_has_a_json_schema() -> None:
     props = schemas["heartbeat"]["$defs"]["Heartbeat"]["properties"]
     assert {"v", "service", "interval_s", "ok"} <= set(props)
     assert Heartbeat.__struct_config__.frozen
+
+
+def test_names_are_checked_on_every_heartbeat_not_only_the_first() -> None:
+    """Valid names are remembered (the regex is the decoding's main cost); an invalid one
+    is never remembered, so it is rejected however often it comes."""
+    assert decode_heartbeat(hb_json(instance="host-a:1")).instance == "host-a:1"
+    for _ in range(2):
+        with pytest.raises(InvalidMessage, match="instance 'host a:1'"):
+            decode_heartbeat(hb_json(instance="host a:1"))
+
+
+def test_heartbeat_names_keep_their_pattern_in_the_json_schema() -> None:
+    props = json_schemas()["heartbeat"]["$defs"]["Heartbeat"]["properties"]
+    assert props["service"]["pattern"] == SERVICE_PATTERN
+    assert props["depends_on"]["anyOf"][0]["items"]["pattern"] == SERVICE_PATTERN
