@@ -20,10 +20,20 @@ if TYPE_CHECKING:
     from aggregator.rules import Rules
     from aggregator.state import Service
 
-__all__ = ["WINDOW", "differs", "judge_flapping", "percent_change", "record", "step"]
+__all__ = [
+    "HEALTHY_WINDOW",
+    "WINDOW",
+    "differs",
+    "judge_flapping",
+    "percent_change",
+    "record",
+    "step",
+]
 
 WINDOW: Final = 21
 _LETTER: Final[dict[str, str]] = {"unknown": "u", "healthy": "h", "degraded": "d", "error": "e"}
+#: A full window of healthy observations.
+HEALTHY_WINDOW: Final = _LETTER["healthy"] * WINDOW
 _WEIGHTS: Final = tuple(0.8 + 0.4 * i / (WINDOW - 2) for i in range(WINDOW - 1))
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from aggregator.dependencies import FAILING, relink, status_changed
-from aggregator.flapping import judge_flapping
+from aggregator.flapping import HEALTHY_WINDOW, WINDOW, judge_flapping
 from aggregator.grace import grace_ms, learn
 from aggregator.hysteresis import observe
 from aggregator.judgement import EVENT_PREFIX, Judgement
@@ -64,9 +64,11 @@ class Folder(Judgement):
             self._check_room()
         v = state.clock.to_v(at_ms)
         out = self._expire_to(v)
+        svc = state.services.get(hb.service)
+        if svc is not None and self._refresh(svc, hb, at_ms, v):
+            return out
         # Judge at the watermark: an entry may be a few ms behind an extrapolated `now`.
         now = state.clock.now_v
-        svc = state.services.get(hb.service)
         if svc is None:
             svc = self._new_service(hb.service, hb.kind, at_ms, v)
         key = hb.instance or ""
@@ -115,6 +117,59 @@ class Folder(Judgement):
             svc.invalid = None
             pending.urgent.add(svc.name)
         return out + self._rejudge(svc, now, observed=hb.phase != "start")
+
+    def _refresh(self, svc: Service, hb: Heartbeat, at_ms: int, v: int) -> bool:
+        """Fold a heartbeat that repeats what its healthy instance said, on time: most
+        heartbeats. `_rejudge` would find the same status, reason and flap window, so it is
+        not run, and the service's deadline stays where it is (never later than the true
+        one: when it comes, `_rejudge` finds nothing changed and schedules the true one).
+        A window of healthy observations only grows by one more.
+        False, with nothing changed, when the heartbeat could change anything else."""
+        key = hb.instance or ""
+        inst = svc.instances.get(key)
+        flap = self.rules.flap_high_pct > 0
+        if (
+            inst is None
+            or svc.status != "healthy"
+            or inst.status != "healthy"
+            or inst.reason != "ok"
+            or inst.held is not None
+            or inst.started_v is not None
+            or hb.phase is not None
+            or hb.goodbye
+            or hb.intent is not None
+            or svc.flapping
+            or (flap and not HEALTHY_WINDOW.startswith(svc.flap_window))
+            or not self._plain(svc)
+            or _material(inst.hb, hb)
+            or svc.kind != hb.kind
+            or svc.interval_s != hb.interval_s
+        ):
+            return False
+        # Still healthy at the watermark, the service's deadline no later than the one
+        # this heartbeat sets, and no change of any instance due before the watermark.
+        limit = self.rules.degraded_after * hb.interval_s * 1000
+        deadline = svc.deadline_v
+        if deadline is None or not self.state.clock.now_v < deadline <= v + limit:
+            return False
+        same = inst.hb.details == hb.details and inst.hb.duration_ms == hb.duration_ms
+        if not same and judge_content(hb, self.rules) != ("healthy", "ok"):
+            return False
+        fresh = Instance(
+            hb=hb, last_ms=at_ms, last_v=v, status="healthy", reason="ok",
+            depends_on=inst.depends_on,
+        )  # fmt: skip
+        learn(inst, fresh)
+        if hb.duration_ms is not None and self.retention.day:
+            record_duration(svc, at_ms, hb.duration_ms, self.state.ledger)
+        svc.instances[key] = fresh
+        svc.last_v = v
+        if flap and len(svc.flap_window) < WINDOW:
+            svc.flap_window += HEALTHY_WINDOW[0]
+        pending = self.state.pending
+        pending.state.add(svc.name)
+        (pending.fresh if same else pending.deferred).add(svc.name)
+        return True
 
     def reject(self, service: str, reason: str, at_ms: int) -> list[Transition]:
         """A malformed entry named this (valid) service: its publisher is broken."""
@@ -167,7 +222,8 @@ class Folder(Judgement):
         return span
 
     def next_deadline_ms(self) -> int | None:
-        """Wall time of the next pending deadline, so the runner knows how long to wait."""
+        """Wall time of the next pending deadline, so the runner knows how long to wait:
+        never later than the next change (see `_refresh`), perhaps earlier."""
         v = self.state.next_deadline_v()
         return None if v is None else self.state.clock.to_wall(v)
 

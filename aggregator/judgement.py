@@ -98,13 +98,28 @@ class Judgement:
         silences = self.state.commands.silences
         return bool(silences) and silenced(silences.values(), name, at_ms)
 
+    def _quorum_k(self, name: str) -> int | None:
+        k = self._quorums.get(name, -1)
+        if k == -1:
+            k = self._quorums[name] = quorum_for(name, self.rules.quorum)
+        return k
+
+    def _plain(self, svc: Service) -> bool:
+        """Judged by the status rules alone: no quorum rule, no SLO target, rise and fall
+        of 1 for its kind. A steady heartbeat of such a service cannot change its
+        judgement (see Folder._refresh)."""
+        rules = self.rules
+        if rules.quorum and self._quorum_k(svc.name):
+            return False
+        if rules.slo and self._target(svc.name) is not None:
+            return False
+        return rules.counts(svc.kind) == (1, 1)
+
     def _quorum(
         self, svc: Service, status: Status, raw: Status, reason: str
     ) -> tuple[Status, Status, str]:
         """A quorum rule, if one matches, replaces worst-of (raw included)."""
-        k = self._quorums.get(svc.name, -1)
-        if k == -1:
-            k = self._quorums[svc.name] = quorum_for(svc.name, self.rules.quorum)
+        k = self._quorum_k(svc.name)
         found = quorum_status([i.status for i in svc.instances.values()], k) if k else None
         if found is None or found[0] == status == "healthy":
             return status, raw, reason
