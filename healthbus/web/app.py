@@ -44,7 +44,7 @@ from healthbus.web.openapi import openapi
 from healthbus.web.routes import api_health, dashboard, health, ready
 from healthbus.web.session import create_session, delete_session, get_session
 from healthbus.web.silences import delete_silence, get_silences, post_silence
-from healthbus.web.stream import TRANSPORT, health_stream
+from healthbus.web.stream import SERVER_SEND, TRANSPORT, health_stream
 
 __all__ = ["CONFIG_ENV", "STATIC_DIR", "app_from_env", "check_bind", "create_app", "run_web"]
 
@@ -107,13 +107,16 @@ def create_app(
 
 class _App(Starlette):
     """Keeps each request's connection in its scope state (`TRANSPORT`), so that an SSE
-    stream whose client stopped reading can be cut off (stream.py). uvicorn's `send` is a
-    method of the request's cycle, which holds the transport; other servers' may not be."""
+    stream whose client stopped reading can be cut off, and the server's own `send`
+    (`SERVER_SEND`), so that the hub may write events to an idle stream directly (stream.py,
+    direct.py). uvicorn's `send` is a method of the request's cycle, which holds the
+    transport; other servers' may not be."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and "state" in scope:
+            scope["state"][SERVER_SEND] = send
             transport = getattr(getattr(send, "__self__", None), "transport", None)
-            if transport is not None and "state" in scope:
+            if transport is not None:
                 scope["state"][TRANSPORT] = transport
         await super().__call__(scope, receive, send)
 

@@ -31,7 +31,9 @@ from healthbus.connection import (
     follow_master,
 )
 from healthbus.schema import Update, decode_meta, parse_stream_id
+from healthbus.web.direct import Connection
 from healthbus.web.events import Entry, render_snapshot
+from healthbus.web.fanout import Fanout
 from healthbus.web.replica import NeedReload, Replica
 from healthbus.web.replica import stream_entries as _entries
 from healthbus.web.selection import Selection
@@ -91,7 +93,7 @@ class Hub:
         self._offset_ms = 0.0
         self._meta_due = 0.0
         self._last_reload = -1e9
-        self._subscribers: set[Subscriber] = set()
+        self._subscribers = Fanout()
         #: SSE clients dropped for falling too far behind (their browsers reconnect).
         self.dropped = 0
         self._advanced = anyio.Event()
@@ -135,12 +137,19 @@ class Hub:
                 self._snapshots[key] = rendered
         return rendered
 
+    @property
+    def deliveries(self) -> tuple[int, int]:
+        """Entries delivered so far: written to idle clients by the hub itself, and queued
+        for a client's own task."""
+        return self._subscribers.direct, self._subscribers.queued
+
     def subscribe(
-        self, sel: Selection, last_event_id: str | None = None
+        self, sel: Selection, last_event_id: str | None = None, conn: Connection | None = None
     ) -> tuple[Subscriber, Plan]:
         """Register a client and say what it must be sent first. Synchronous on purpose:
-        nothing can be applied between the plan and the registration."""
-        sub = Subscriber(sel, self.queue_size, self.pos)
+        nothing can be applied between the plan and the registration. With `conn`, the hub
+        writes live entries to it directly while the client's task is idle."""
+        sub = Subscriber(sel, self.queue_size, self.pos, conn)
         self._subscribers.add(sub)
         return sub, self._plan(last_event_id)
 
@@ -231,7 +240,7 @@ class Hub:
                 await anyio.sleep(backoff.next_delay())
 
     def close(self) -> None:
-        for sub in list(self._subscribers):
+        for sub in self._subscribers:
             self.unsubscribe(sub)
 
     async def _load(self) -> None:
@@ -308,10 +317,8 @@ class Hub:
         self._version += 1
         entry = Entry(self.pos, entry_id, update, removed, len(fields.get(b"m", b"")))
         self._remember(entry)
-        for sub in list(self._subscribers):
-            if not sub.push(entry):
-                self._subscribers.discard(sub)  # its stream ends when its send returns
-                self.dropped += 1
+        # A dropped client's stream ends when its task next looks at its queue.
+        self.dropped += len(self._subscribers.deliver(entry, self.kind_of))
         self._notify()
 
     def _remember(self, entry: Entry) -> None:

@@ -42,6 +42,9 @@ class BusFigures:
     stale: bool
     sse_clients: int
     sse_dropped: int = 0
+    #: Entries written to idle clients by the hub itself, and queued for a client's task.
+    sse_direct: int = 0
+    sse_queued: int = 0
 
 
 def escape(value: str) -> str:
@@ -135,7 +138,15 @@ def _bus(meta: Meta | None, bus: BusFigures) -> list[_Family]:
         "SSE clients of this web worker dropped for falling too far behind.",
     )
     dropped.add(bus.sse_dropped)
-    families = [up, clients, dropped]
+    deliveries = _Family(
+        "healthbus_sse_deliveries_total",
+        "counter",
+        "Updates entries delivered to SSE clients: written by the hub to an idle client's "
+        'connection (path="direct") or queued for its own task (path="queued").',
+    )
+    deliveries.add(bus.sse_direct, [("path", "direct")])
+    deliveries.add(bus.sse_queued, [("path", "queued")])
+    families = [up, clients, dropped, deliveries]
     if meta is None:
         return families
     figures = [
@@ -193,6 +204,8 @@ async def metrics(request: Request) -> Response:
             stale=hub.stale,
             sse_clients=hub.subscribers,
             sse_dropped=hub.dropped,
+            sse_direct=hub.deliveries[0],
+            sse_queued=hub.deliveries[1],
         ),
         details=not withholds_details(request.state.config, request.headers),
     )

@@ -21,12 +21,13 @@ from starlette.types import Message, Receive, Scope, Send
 
 from healthbus.config import Config
 from healthbus.schema import parse_stream_id
+from healthbus.web.direct import Connection
 from healthbus.web.events import Entry
 from healthbus.web.hub import Hub
 from healthbus.web.selection import BadQuery, Selection, withholds_details
 from healthbus.web.subscriber import parse_event_id
 
-__all__ = ["TRANSPORT", "EventStream", "events", "health_stream"]
+__all__ = ["SERVER_SEND", "TRANSPORT", "EventStream", "events", "health_stream"]
 
 log = logging.getLogger("healthbus.web")
 
@@ -34,6 +35,8 @@ log = logging.getLogger("healthbus.web")
 AHEAD_WAIT_S: Final = 2.0
 #: Where `app.py` keeps the request's connection (its asyncio transport) in the scope state.
 TRANSPORT: Final = "healthbus.transport"
+#: Where `app.py` keeps the server's own `send` (before any middleware) in the scope state.
+SERVER_SEND: Final = "healthbus.send"
 #: The longest wait for a stream's last chunk when there is no send timeout.
 SHUTDOWN_SEND_S: Final = 1.0
 
@@ -88,23 +91,27 @@ async def health_stream(request: Request) -> Response:
         )
     except BadQuery as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
+    conn = Connection.of(request.scope.get("state", {}).get(SERVER_SEND))
     return EventStream(
-        events(hub, sel, request.headers.get("last-event-id")),
+        events(hub, sel, request.headers.get("last-event-id"), conn),
         ping=config.sse_ping_s,
         send_timeout=config.sse_send_timeout_s,
         sep="\n",
     )
 
 
-async def events(hub: Hub, sel: Selection, last_event_id: str | None) -> AsyncIterator[bytes]:
-    """The encoded events of one client, until it leaves or falls too far behind."""
+async def events(
+    hub: Hub, sel: Selection, last_event_id: str | None, conn: Connection | None = None
+) -> AsyncIterator[bytes]:
+    """The encoded events of one client, until it leaves or falls too far behind. With
+    `conn`, the hub writes live entries to it itself while this generator waits for more."""
     parsed = parse_event_id(last_event_id)
     if parsed is not None and parsed[0] == hub.replica.gen:
         cursor = parse_stream_id(hub.replica.cursor)
         if cursor is not None and parsed[2] > cursor:
             with anyio.move_on_after(AHEAD_WAIT_S):
                 await hub.wait_for(parsed[0], parsed[2])
-    sub, plan = hub.subscribe(sel, last_event_id)
+    sub, plan = hub.subscribe(sel, last_event_id, conn)
     try:
         if plan.snapshot:
             yield hub.snapshot(sel)

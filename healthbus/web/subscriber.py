@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from healthbus.schema import parse_stream_id
+from healthbus.web.direct import Connection
 from healthbus.web.events import Entry
 from healthbus.web.selection import Selection
 
@@ -28,20 +29,34 @@ Item = Entry | _Resync
 
 
 class Subscriber:
-    """One client's bounded queue of entries still to send."""
+    """One client's bounded queue of entries still to send, and its connection when the hub
+    may write to it directly (direct.py) while its task is idle."""
 
-    __slots__ = ("_limit", "_queue", "_wake", "closed", "pos", "selection")
+    __slots__ = ("_limit", "_queue", "_wake", "closed", "conn", "idle", "pos", "selection")
 
-    def __init__(self, selection: Selection, limit: int, pos: int) -> None:
+    def __init__(
+        self, selection: Selection, limit: int, pos: int, conn: Connection | None = None
+    ) -> None:
         self.selection = selection
         #: The hub position this client's state is at: queued entries at or below it are old.
         self.pos = pos
         self.closed = False
+        self.conn = conn
+        #: True while its task waits in `take()`: whatever it took before is written out.
+        self.idle = False
         self._limit = max(1, limit)
         self._queue: deque[Item] = deque()
         # Cleared and reused: an anyio.Event per wake-up asks sniffio for the running
         # library each time, a sixth of the CPU of a worker fanning out to 5 000 clients.
         self._wake = asyncio.Event()
+
+    def writer(self) -> Connection | None:
+        """The connection when the hub may write the next entry itself: the task is idle
+        with nothing queued (so the write keeps the order) and the connection takes it now."""
+        conn = self.conn
+        if conn is not None and self.idle and not self._queue and conn.writable():
+            return conn
+        return None
 
     def push(self, entry: Entry) -> bool:
         """Queue `entry`; False when this subscriber is closed (now or before)."""
@@ -71,7 +86,11 @@ class Subscriber:
         while not self._queue:
             if self.closed:
                 return None
-            await self._wake.wait()
+            self.idle = True
+            try:
+                await self._wake.wait()
+            finally:
+                self.idle = False
             self._wake.clear()
         items = list(self._queue)
         self._queue.clear()

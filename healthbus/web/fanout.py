@@ -1,0 +1,88 @@
+"""One applied entry to every subscriber: rendered once per selection, framed once per group.
+
+Subscribers are grouped by selection (filters and redaction), so the per-client work of a
+delivery is a few attribute checks and, for an idle client, one `transport.write` of bytes
+shared by its whole group (direct.py). A client that is busy, has entries queued, sits
+behind a paused transport or on a connection the hub cannot write to gets the entry in its
+queue as before: its task sends it, under the send timeout that reaps a stuck client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from healthbus.web.direct import chunked
+from healthbus.web.events import Entry, KindOf
+from healthbus.web.selection import Selection
+from healthbus.web.subscriber import Subscriber
+
+__all__ = ["Fanout"]
+
+
+class Fanout:
+    """The subscribers of one hub, by selection."""
+
+    __slots__ = ("_count", "_groups", "direct", "queued")
+
+    def __init__(self) -> None:
+        self._groups: dict[Selection, set[Subscriber]] = {}
+        self._count = 0
+        #: Deliveries written by the hub itself, and those left to a client's task.
+        self.direct = 0
+        self.queued = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Subscriber]:
+        """A copy: the caller may remove subscribers while iterating."""
+        return iter([sub for group in self._groups.values() for sub in group])
+
+    def add(self, sub: Subscriber) -> None:
+        group = self._groups.setdefault(sub.selection, set())
+        if sub not in group:
+            group.add(sub)
+            self._count += 1
+
+    def discard(self, sub: Subscriber) -> None:
+        group = self._groups.get(sub.selection)
+        if group is not None and sub in group:
+            group.remove(sub)
+            self._count -= 1
+            if not group:
+                del self._groups[sub.selection]
+
+    def deliver(self, entry: Entry, kind_of: KindOf) -> list[Subscriber]:
+        """Send or queue `entry` for everyone; returns the subscribers dropped (closed, or
+        too far behind), already removed."""
+        dropped: list[Subscriber] = []
+        direct = queued = 0
+        pos = entry.pos
+        for sel, group in self._groups.items():
+            data: bytes | None = None
+            framed: bytes | None = None
+            for sub in group:
+                conn = sub.writer()
+                framing = conn.framing if conn is not None else None
+                if conn is None or framing is None or pos <= sub.pos:
+                    queued += 1
+                    if not sub.push(entry):
+                        dropped.append(sub)
+                    continue
+                sub.pos = pos
+                direct += 1
+                if data is None:
+                    data = entry.render(sel, kind_of)
+                if not data:
+                    continue  # nothing this selection sees
+                if framing:
+                    if framed is None:
+                        framed = chunked(data)
+                    conn.transport.write(framed)
+                else:
+                    conn.transport.write(data)
+        for sub in dropped:
+            self.discard(sub)
+        self.direct += direct
+        self.queued += queued
+        return dropped
