@@ -45,7 +45,7 @@ class Instance(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     lost: int = 0
 
 
-class Service(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Service(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     name: str
     kind: str
     status: Status = "unknown"

@@ -80,7 +80,7 @@ class Intent(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     until: datetime
 
 
-class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """One report from a service or probe: "I ran, here is how it went".
 
     Its time is the stream entry ID (the Redis server's clock), never the publisher's.
