@@ -29,14 +29,15 @@ def chunked(data: bytes) -> bytes:
 class Connection:
     """The transport of one streaming response and how its body is framed."""
 
-    __slots__ = ("_cycle", "_flow", "_framing", "transport")
+    __slots__ = ("_cycle", "_flow", "_framing_known", "chunked", "transport")
 
     def __init__(self, cycle: Any, transport: asyncio.Transport) -> None:
         self._cycle = cycle
         self._flow = cycle.flow
         self.transport = transport
-        #: True: chunked, False: as is; None until the response has started.
-        self._framing: bool | None = None
+        #: How h11 frames this response's body: chunked (HTTP/1.1) or as is (HTTP/1.0).
+        self.chunked = False
+        self._framing_known = False
 
     @classmethod
     def of(cls, send: object) -> Connection | None:
@@ -51,25 +52,28 @@ class Connection:
             return None
         return cls(cycle, transport)
 
-    @property
-    def framing(self) -> bool | None:
-        """Chunked (True) or as is (False) once the response has started; None when the
-        body cannot be written directly (not started, or a framing not known here)."""
-        if self._framing is None and self._cycle.response_started:
-            writer = type(getattr(self._cycle.conn, "_writer", None)).__name__
-            if writer == _CHUNKED:
-                self._framing = True
-            elif writer == _CLOSE_DELIMITED:
-                self._framing = False
-        return self._framing
-
     def writable(self) -> bool:
-        """True when a chunk written now goes out after everything sent so far: the
-        response is open, the client is there and the transport takes more."""
+        """True when a chunk written now goes out after everything sent so far, framed as
+        h11 frames it: the response has started and is open, the client is there and the
+        transport takes more."""
         cycle = self._cycle
+        if not self._framing_known and not self._learn_framing():
+            return False
         return not (
             self._flow.write_paused
             or cycle.response_complete
             or cycle.disconnected
             or self.transport.is_closing()
         )
+
+    def _learn_framing(self) -> bool:
+        """Once the response has started, h11's body writer says how it frames the body;
+        False until then, and whenever it is neither framing known here."""
+        if not self._cycle.response_started:
+            return False
+        writer = type(getattr(self._cycle.conn, "_writer", None)).__name__
+        if writer not in (_CHUNKED, _CLOSE_DELIMITED):
+            return False
+        self.chunked = writer == _CHUNKED
+        self._framing_known = True
+        return True

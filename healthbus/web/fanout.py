@@ -52,30 +52,29 @@ class Fanout:
             if not group:
                 del self._groups[sub.selection]
 
-    def deliver(self, entry: Entry, kind_of: KindOf) -> list[Subscriber]:
-        """Send or queue `entry` for everyone; returns the subscribers dropped (closed, or
-        too far behind), already removed."""
+    def deliver(self, entries: list[Entry], kind_of: KindOf) -> list[Subscriber]:
+        """Send or queue `entries` (consecutive, newest last) for everyone; returns the
+        subscribers dropped (closed, or too far behind), already removed."""
         dropped: list[Subscriber] = []
         direct = queued = 0
-        pos = entry.pos
+        first, last = entries[0].pos, entries[-1].pos
         for sel, group in self._groups.items():
             data: bytes | None = None
             framed: bytes | None = None
             for sub in group:
                 conn = sub.writer()
-                framing = conn.framing if conn is not None else None
-                if conn is None or framing is None or pos <= sub.pos:
+                if conn is None or first <= sub.pos:
                     queued += 1
-                    if not sub.push(entry):
+                    if not all(sub.push(entry) for entry in entries):
                         dropped.append(sub)
                     continue
-                sub.pos = pos
+                sub.pos = last
                 direct += 1
                 if data is None:
-                    data = entry.render(sel, kind_of)
+                    data = b"".join([entry.render(sel, kind_of) for entry in entries])
                 if not data:
                     continue  # nothing this selection sees
-                if framing:
+                if conn.chunked:
                     if framed is None:
                         framed = chunked(data)
                     conn.transport.write(framed)
@@ -83,6 +82,6 @@ class Fanout:
                     conn.transport.write(data)
         for sub in dropped:
             self.discard(sub)
-        self.direct += direct
-        self.queued += queued
+        self.direct += direct * len(entries)
+        self.queued += queued * len(entries)
         return dropped

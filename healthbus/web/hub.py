@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -285,8 +285,7 @@ class Hub:
                 {self.keys.updates: self.replica.cursor}, count=READ_COUNT, block=self.block_ms
             )
             self._set_connected(True)
-            for raw_id, fields in _entries(reply):
-                self._apply(raw_id.decode(), fields)
+            self._apply_all(_entries(reply))
 
     async def _poll_meta(self) -> None:
         if await follow_master(self.redis):
@@ -309,6 +308,20 @@ class Hub:
         self._version += 1
 
     def _apply(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
+        self._deliver([self._record(entry_id, fields)])
+
+    def _apply_all(self, rows: Iterable[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """Apply a whole read, then deliver it at once: a client behind by several entries
+        (the fan-out of one took long) gets them in one write, not one write each."""
+        entries: list[Entry] = []
+        try:
+            for raw_id, fields in rows:
+                entries.append(self._record(raw_id.decode(), fields))
+        finally:  # what was applied before an entry that needs a reload is still sent
+            if entries:
+                self._deliver(entries)
+
+    def _record(self, entry_id: str, fields: dict[bytes, bytes]) -> Entry:
         update = _decode_update(fields)
         if update is None:
             raise NeedReload(f"updates entry {entry_id} is not a valid update")
@@ -317,8 +330,11 @@ class Hub:
         self._version += 1
         entry = Entry(self.pos, entry_id, update, removed, len(fields.get(b"m", b"")))
         self._remember(entry)
+        return entry
+
+    def _deliver(self, entries: list[Entry]) -> None:
         # A dropped client's stream ends when its task next looks at its queue.
-        self.dropped += len(self._subscribers.deliver(entry, self.kind_of))
+        self.dropped += len(self._subscribers.deliver(entries, self.kind_of))
         self._notify()
 
     def _remember(self, entry: Entry) -> None:
