@@ -6,7 +6,7 @@ travel in the same part as its state, so a crash between parts never loses or re
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -69,16 +69,25 @@ def build_parts(
     state: FoldState,
     transitions: Iterable[Transition],
     *,
-    flush: bool,
+    cursor: str,
+    flush: Collection[str] = (),
+    all_rows: bool = False,
 ) -> list[Part]:
-    """Drain the fold's pending changes into parts. Deferred and fresh views wait for `flush`."""
+    """Drain what the fold owes into parts, each row stamped `applied` = `cursor` (every
+    entry up to it is folded into it).
+
+    Status changes, transitions, removals and SLA writes go at once. The rows and views
+    of services whose only change is freshness wait (in `pending.state`, `.deferred`,
+    `.fresh`) for the flush share `flush` that names them, or for `all_rows`.
+    """
     pending = state.pending
     transitions = list(transitions)
-    names = pending.state | pending.urgent | pending.removed | {t.service for t in transitions}
+    names = pending.urgent | pending.removed | {t.service for t in transitions}
     names |= state.ledger.services()
+    names.update(flush)
+    if all_rows:
+        names |= pending.state
     now_ms = state.clock.to_wall(state.clock.now_v)
-    if flush:
-        names |= pending.deferred | pending.fresh
     parts = [Part()]
     for name in sorted(names):
         part = parts[-1]
@@ -91,32 +100,33 @@ def build_parts(
             part.rollups += writes
             part.size += sum(len(w.delta) + 64 for w in writes)
         svc = state.services.get(name)
+        pending.state.discard(name)
         if svc is None:
             part.removed.append(name)
             continue
+        svc.applied = cursor
         row = encode(svc)
         part.state[name] = row
         part.size += len(row)
-        if name in pending.urgent or (flush and name in pending.deferred):
+        if name in pending.urgent or (name in pending.deferred and name in flush):
             rendered = encode(view(svc))
             part.views[name] = rendered
             part.published.append(rendered)
             part.size += 2 * len(rendered)
-        elif flush and name in pending.fresh:
+            # Published whole, so nothing of it waits for a flush any more.
+            pending.deferred.discard(name)
+            pending.fresh.discard(name)
+        elif name in pending.fresh and name in flush:
             rendered = encode(view(svc))
             part.views[name] = rendered
             if svc.instances:
                 part.fresh[name] = max(i.last_ms for i in svc.instances.values())
+            pending.fresh.discard(name)
     for part in parts:
         # In fold order, each with its service's part.
         part.transitions = [t for t in transitions if t.service in part.names]
-    pending.state.clear()
     pending.urgent.clear()
     pending.removed.clear()
-    if flush:
-        # Otherwise their state is written now and their views go out with the next flush.
-        pending.deferred.clear()
-        pending.fresh.clear()
     return parts
 
 

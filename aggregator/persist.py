@@ -6,28 +6,73 @@ import msgspec
 
 from aggregator.state import Clock, FoldState, Service
 from healthbus.commands import COMMANDS_FIELD, Commands
-from healthbus.schema import RESERVED_NAMES, encode
+from healthbus.schema import RESERVED_NAMES, encode, parse_stream_id
 
-__all__ = ["CLOCK_FIELD", "fold_rows", "load_state"]
+__all__ = ["CLOCK_FIELD", "Replay", "fold_rows", "load_replay", "load_state"]
 
 CLOCK_FIELD = "_fold"
+
+
+class Replay(msgspec.Struct, kw_only=True):
+    """Where a new leader reads from, in the `_fold` row beside the clock.
+
+    A service whose only change is its freshness has its row written with the 1-second
+    flush, not with every commit; so a commit's cursor (`_meta.as_of`) can be ahead of
+    some rows. Every row is its service's state at `cursor` or later, and `clock` is the
+    fold's clock at `cursor`: re-reading from there, and skipping each entry already in its
+    service's row (at or before `Service.applied`) or of a service removed since (at or
+    before `gone[name]`), folds the rest exactly once, which reproduces only freshness.
+    """
+
+    cursor: str
+    #: The encoded Clock at `cursor`.
+    clock: msgspec.Raw
+    #: Services removed after `cursor`, with the cursor of the commit that removed them.
+    gone: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def pruned(self) -> Replay:
+        """Without the removals at or before `cursor` (never re-read)."""
+        at = _key(self.cursor)
+        gone = {n: c for n, c in self.gone.items() if _key(c) > at}
+        return Replay(cursor=self.cursor, clock=self.clock, gone=gone)
+
+
+class _FoldRow(msgspec.Struct):
+    replay: Replay | None = None
+
 
 _service_decoder = msgspec.json.Decoder(Service)
 _clock_decoder = msgspec.json.Decoder(Clock)
 _commands_decoder = msgspec.json.Decoder(Commands)
+_fold_row_decoder = msgspec.json.Decoder(_FoldRow)
 
 
-def fold_rows(state: FoldState) -> dict[str, bytes]:
+def _key(stream_id: str) -> tuple[int, int]:
+    return parse_stream_id(stream_id) or (0, 0)
+
+
+def fold_rows(state: FoldState, replay: Replay | None = None) -> dict[str, bytes]:
     """The fold's own fields of the `state` hash (not services), written with the cursor."""
-    return {CLOCK_FIELD: encode(state.clock), COMMANDS_FIELD: encode(state.commands)}
+    clock = encode(state.clock)
+    if replay is not None:  # one row: the clock's fields and `replay`
+        clock = clock[:-1] + b',"replay":' + encode(replay) + b"}"
+    return {CLOCK_FIELD: clock, COMMANDS_FIELD: encode(state.commands)}
+
+
+def load_replay(rows: dict[bytes, bytes]) -> Replay | None:
+    """The replay position of the `state` hash (None: rows written before it existed)."""
+    raw = rows.get(CLOCK_FIELD.encode())
+    return None if raw is None else _fold_row_decoder.decode(raw).replay
 
 
 def load_state(rows: dict[bytes, bytes]) -> FoldState:
-    """Rebuild a FoldState from the `state` hash, deadlines included."""
+    """Rebuild a FoldState from the `state` hash, deadlines included; its clock is the one
+    at the replay position when there is one (see Replay)."""
     state = FoldState()
     clock_raw = rows.get(CLOCK_FIELD.encode())
     if clock_raw is not None:
-        state.clock = _clock_decoder.decode(clock_raw)
+        replay = _fold_row_decoder.decode(clock_raw).replay
+        state.clock = _clock_decoder.decode(clock_raw if replay is None else replay.clock)
     commands_raw = rows.get(COMMANDS_FIELD.encode())
     if commands_raw is not None:
         state.commands = _commands_decoder.decode(commands_raw)

@@ -17,14 +17,16 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import anyio
+import msgspec
 import redis.asyncio as aioredis
 
 from aggregator import scripts
 from aggregator.bus import STREAM_CAP, BusMeter
 from aggregator.commit import MAX_BYTES, MAX_SERVICES, DeadLetter, Part, build_parts, commit_args
+from aggregator.flush import Flush
 from aggregator.fold import Folder, worst_status
 from aggregator.intake import Intake
-from aggregator.persist import fold_rows, load_state
+from aggregator.persist import Replay, fold_rows, load_replay, load_state
 from aggregator.rules import Rules
 from aggregator.state import FoldState
 from healthbus import __version__
@@ -108,6 +110,10 @@ def _id_key(stream_id: str) -> tuple[int, int]:
     return pair
 
 
+def _later(a: str, b: str) -> str:
+    return max(a, b, key=_id_key)
+
+
 class Aggregator:
     """One aggregator process. `await run()` until cancelled."""
 
@@ -126,7 +132,21 @@ class Aggregator:
         #: Operator commands read and not folded yet (see intake.py).
         self.intake = Intake("0-0")
         self.gen = ""
+        #: Where the next read starts; `as_of` is what `_meta` says was read (never behind
+        #: what an earlier leader committed, while this one re-reads from `replay`).
         self.cursor = "0-0"
+        self.as_of = "0-0"
+        #: The committed replay position (persist.Replay), and the flush in progress.
+        self.replay = Replay(cursor="0-0", clock=msgspec.Raw(encode(FoldState().clock)))
+        self._flush: Flush | None = None
+        #: Entries up to this were read by an earlier leader and may be in a row already
+        #: (checked one by one); None once the reads are past it. Dead letters of entries
+        #: up to `_dead_until` were committed already.
+        self._replaying: tuple[int, int] | None = None
+        self._dead_until = (0, 0)
+        #: Blind time was granted: the replay position's clock lacks it, so the next commit
+        #: writes every row and moves the replay position to its own cursor.
+        self._all_rows = False
         self.seq = 0
         self.update_id = "0-0"
         self.invalid = 0
@@ -215,16 +235,19 @@ class Aggregator:
         folder = self.folder
         assert folder is not None
         if self._blind_since_ms is not None:
-            granted = folder.grant(self._blind_since_ms, self._redis_now())
+            granted = self._grant(self._blind_since_ms, self._redis_now())
             log.info("granted %d ms of blind time after a Redis outage", granted)
             self._blind_since_ms = None
         self.is_leader.set()
+        self._flush = None
         next_tick = 0.0
         backlog = False
         while True:
             if time.monotonic() >= next_tick:
                 await self._tick(client)
                 next_tick = time.monotonic() + self._tick_s
+            if self._flush is not None:
+                await self._flush_step(client, self._flush)
             block = MAX_BLOCK_MS
             # With a backlog the read answers at once: no need to look for the next deadline.
             deadline = None if backlog else folder.next_deadline_ms()
@@ -234,6 +257,8 @@ class Aggregator:
             # Held commands wait for a read that begins after them (intake.py): soon.
             if self.intake or (deadline is not None and block < REDIS_TICK_MS):
                 await anyio.sleep(min(block, NAP_MS) / 1000)
+                block = 0
+            if self._flush is not None:  # more parts to commit after this read
                 block = 0
             # Redis time no later than the read: entries added after it are not behind `now`.
             sent_ms, sent_mono = self._redis_now(), time.monotonic()
@@ -265,34 +290,37 @@ class Aggregator:
         transitions: list[Transition] = []
         dead: list[DeadLetter] = []
         size = 0
-        for i, (raw_id, fields) in enumerate(entries):
-            entry_id = raw_id.decode()
-            at_ms = _ms(entry_id)
+        count = len(entries)
+        for i, (raw_id, fields) in enumerate(entries, 1):
+            at_ms = int(raw_id.partition(b"-")[0])
             if self.intake:
                 transitions += self.intake.release(folder, at_ms, dead)
             raw = _message(fields)
+            key = None
+            if self._replaying is not None:
+                key = _id_key(raw_id.decode())
+                if key > self._replaying:
+                    key = self._replaying = None
             try:
                 if raw is None:
                     raise InvalidMessage("entry has no field 'm'")
                 hb = decode_heartbeat(raw)
-                if self._unseen(hb.service, entry_id):
+                if key is None or self._unseen(hb.service, key):
                     transitions += folder.apply(hb, at_ms)
-                    self._applied(hb.service, entry_id)
             except InvalidMessage as exc:
-                if exc.service is None or self._unseen(exc.service, entry_id):
+                if key is None or key > self._dead_until:
                     self.invalid += 1
-                    dead.append(DeadLetter(entry_id, exc.reason, _as_dict(fields)))
+                    dead.append(DeadLetter(raw_id.decode(), exc.reason, _as_dict(fields)))
+                if exc.service is not None and (key is None or self._unseen(exc.service, key)):
                     transitions += self._mark_broken(exc, at_ms)
-                    if exc.service is not None:
-                        self._applied(exc.service, entry_id)
             size += len(raw or b"")
-            last = i == len(entries) - 1
-            if last or len(folder.state.pending.state) >= MAX_SERVICES or size >= MAX_BYTES // 2:
+            last = i == count
+            if last or len(folder.state.pending.urgent) >= MAX_SERVICES or size >= MAX_BYTES // 2:
                 now = self._watermark(entries, at_ms, sent_ms) if last else at_ms
-                if last and self.intake and len(entries) < self.config.read_count:
+                if last and self.intake and count < self.config.read_count:
                     transitions += self.intake.release(folder, sent_ms - 1, dead)
                 transitions += folder.expire(self.intake.first_ms(now))
-                await self._commit_parts(client, transitions, dead, cursor=entry_id)
+                await self._commit_parts(client, transitions, dead, cursor=raw_id.decode())
                 transitions, dead, size = [], [], 0
         if not entries:
             # The read waited `block_ms` and nothing came: Redis time passed at least that far.
@@ -304,17 +332,20 @@ class Aggregator:
                 await self._commit_parts(client, expired, dead, cursor=self.cursor)
         self.bus.folded(time.monotonic() - started)
 
-    def _unseen(self, service: str, entry_id: str) -> bool:
-        """False for an entry already folded into `service` (committed ahead of the cursor)."""
+    def _unseen(self, service: str, key: tuple[int, int]) -> bool:
+        """False for an entry (re-read from the replay position) already folded into
+        `service`'s committed row, or of a service removed after it."""
         assert self.folder is not None
         svc = self.folder.state.services.get(service)
-        return svc is None or not svc.applied or _id_key(entry_id) > _id_key(svc.applied)
+        applied = self.replay.gone.get(service, "") if svc is None else svc.applied
+        return not applied or key > _id_key(applied)
 
-    def _applied(self, service: str, entry_id: str) -> None:
+    def _grant(self, blind_from_ms: int, blind_to_ms: int) -> int:
+        """Declare blind time (Folder.grant); the replay position must then move past it."""
         assert self.folder is not None
-        svc = self.folder.state.services.get(service)
-        if svc is not None:  # None: it left, or was refused past max_services
-            svc.applied = entry_id
+        granted = self.folder.grant(blind_from_ms, blind_to_ms)
+        self._all_rows = self._all_rows or granted > 0
+        return granted
 
     def _mark_broken(self, exc: InvalidMessage, at_ms: int) -> list[Transition]:
         """A reject naming a valid service sets it to error (its publisher is broken)."""
@@ -358,7 +389,21 @@ class Aggregator:
         # SLA: a share of the services each tick, so each is accounted every sla_flush_s.
         share = self._tick_s / max(self.config.sla_flush_s, self._tick_s)
         folder.account(math.ceil(len(folder.state.services) * share))
-        await self._commit_parts(client, [], [], cursor=self.cursor, flush=True)
+        if self._flush is None:
+            start = Replay(cursor=self.cursor, clock=msgspec.Raw(encode(folder.state.clock)))
+            self._flush = Flush(folder.state, start)
+        await self._flush_step(client, self._flush)
+
+    async def _flush_step(self, client: AsyncClient, flush: Flush) -> None:
+        """Commit the flush's next share (the last one also trims the stream)."""
+        assert self.folder is not None
+        for _ in range(flush.per_round):
+            names = flush.take(self.folder.state)
+            done = None if flush else flush
+            await self._commit_parts(client, [], [], cursor=self.cursor, flush=names, done=done)
+            if done is not None:
+                self._flush = None
+                return
 
     async def _report(self, client: AsyncClient) -> None:
         """When due, publish the bus's own heartbeat (`healthbus.aggregator`, see bus.py)."""
@@ -411,7 +456,7 @@ class Aggregator:
         if self._gap_at == self.cursor:
             return
         self._gap_at = self.cursor
-        granted = self.folder.grant(_ms(self.cursor), _ms(first_id))
+        granted = self._grant(_ms(self.cursor), _ms(first_id))
         self.gaps += 1
         log.warning(
             "heartbeats between %s and %s were trimmed before they were read; "
@@ -428,21 +473,40 @@ class Aggregator:
         dead: list[DeadLetter],
         *,
         cursor: str,
-        flush: bool = False,
+        flush: set[str] | frozenset[str] = frozenset(),
+        done: Flush | None = None,
     ) -> None:
+        """Commit what the fold owes as of `cursor`; `flush`: a share of the flush `done`
+        is the last of."""
         folder = self.folder
         assert folder is not None
-        parts = build_parts(folder.state, transitions, flush=flush)
-        # The clock, the cursor and the dead letters of the entries read go with the last
-        # part, after every service's own part: re-read after a crash, none is written twice.
-        parts[-1].state.update(fold_rows(folder.state))
+        state = folder.state
+        parts = build_parts(state, transitions, cursor=cursor, flush=flush, all_rows=self._all_rows)
+        replay = self.replay
+        if not state.pending.state:  # every row written: re-read from here
+            replay = Replay(cursor=cursor, clock=msgspec.Raw(encode(state.clock)))
+        elif done is not None and _id_key(done.replay.cursor) > _id_key(replay.cursor):
+            replay = Replay(cursor=done.replay.cursor, clock=done.replay.clock)
+        gone = {**self.replay.gone, **{n: cursor for p in parts for n in p.removed}}
+        replay = Replay(cursor=replay.cursor, clock=replay.clock, gone=gone).pruned()
+        # The clock, the cursor, the replay position and the dead letters of the entries
+        # read go with the last part, after every service's own part: re-read after a
+        # crash, none is written twice. A part that removes services says so at once.
+        early = Replay(cursor=self.replay.cursor, clock=self.replay.clock, gone=gone)
+        for part in parts[:-1]:
+            if part.removed:
+                part.state.update(fold_rows(state, early))
+        parts[-1].state.update(fold_rows(state, replay))
         parts[-1].deadletters = dead
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            await self._commit(client, part, cursor if last else self.cursor, trim=flush and last)
+        trim = replay.cursor if done is not None else None
+        for part in parts[:-1]:
+            await self._commit(client, part, self.cursor, None)
+        await self._commit(client, parts[-1], cursor, trim)
+        self.replay = replay
+        self._all_rows = False
         self.dirty = False
 
-    async def _commit(self, client: AsyncClient, part: Part, cursor: str, trim: bool) -> None:
+    async def _commit(self, client: AsyncClient, part: Part, cursor: str, trim: str | None) -> None:
         if time.monotonic() >= self._lease_sure_until:
             # Paused (SIGSTOP, a VM freeze) or starved since the last renewal: the lease may
             # be another's by now. Find out before sending anything; the script checks too.
@@ -454,10 +518,11 @@ class Aggregator:
         seq = self.seq + 1 if part.publishes else self.seq
         update = self._render_update(part, seq, status) if part.publishes else None
         now = self._redis_now()
+        as_of = _later(cursor, self.as_of)
         meta = Meta(
             seq=seq,
             status=status,
-            as_of=cursor,
+            as_of=as_of,
             update_id=self.update_id,
             gen=self.gen,
             leader=self.name,
@@ -476,8 +541,9 @@ class Aggregator:
         )
         window_ms = int(self.config.replay_window_s * 1000)
         trim_id: str | None = None
-        if trim and cursor != "0-0":
-            trim_id = min(cursor, f"{now - window_ms}-0", key=_id_key)
+        if trim is not None and trim != "0-0":
+            # Never past the replay position: a new leader reads again from there.
+            trim_id = min(trim, f"{now - window_ms}-0", key=_id_key)
         args = commit_args(
             self.token,
             self.committed_meta,
@@ -505,7 +571,7 @@ class Aggregator:
             self._start_new_dataset()
             raise NotLeader("Redis lost the committed state (restarted empty); rewriting it")
         self.committed_meta = True
-        self.cursor = cursor
+        self.cursor, self.as_of = cursor, as_of
         self.seq = seq
         if reply[1]:
             self.update_id = reply[1].decode()
@@ -545,7 +611,7 @@ class Aggregator:
             return
         blind_from = sent_ms + expected_ms
         blind_to = self._redis_now() if until_ms is None else min(until_ms, self._redis_now())
-        granted = self.folder.grant(blind_from, blind_to)
+        granted = self._grant(blind_from, blind_to)
         log.warning(
             "Redis did not answer for %.1f s; %d ms counted as blind", stalled_ms / 1000, granted
         )
@@ -564,16 +630,36 @@ class Aggregator:
                 # Redis restarted empty under us: keep what we know and write it all again.
                 self._start_new_dataset()
             return
-        mine = (self.gen, self.seq, self.cursor)
+        mine = (self.gen, self.seq, self.as_of)
         if self.folder is not None and not self.dirty and (meta.gen, meta.seq, meta.as_of) == mine:
             return
         rows: Any = await client.hgetall(self.keys.state)
         self.folder = self._new_folder(load_state(rows))
-        self.gen, self.seq, self.cursor = meta.gen, meta.seq, meta.as_of
+        self.gen, self.seq, self.as_of = meta.gen, meta.seq, meta.as_of
         self.update_id, self.invalid, self.gaps = meta.update_id, meta.invalid, meta.gaps
+        replay = load_replay(rows)
+        if replay is None or _id_key(replay.cursor) >= _id_key(meta.as_of):
+            clock = msgspec.Raw(encode(self.folder.state.clock))
+            replay = Replay(cursor=meta.as_of, clock=clock, gone=replay.gone if replay else {})
+        self.replay, self.cursor = replay, replay.cursor
+        self._dead_until = _id_key(meta.as_of)
+        self._replay_from_rows()
+        self._all_rows = False
         self.committed_meta = True
         self._blind_since_ms = None
-        log.info("loaded %d services from %s", len(self.folder.state.services), meta.as_of)
+        log.info(
+            "loaded %d services from %s, reading again from %s",
+            len(self.folder.state.services),
+            meta.as_of,
+            self.cursor,
+        )
+
+    def _replay_from_rows(self) -> None:
+        """Check the entries up to the newest one a committed row (or removal) holds."""
+        assert self.folder is not None
+        marks = [s.applied for s in self.folder.state.services.values() if s.applied]
+        newest = max((_id_key(m) for m in (*marks, *self.replay.gone.values())), default=None)
+        self._replaying = newest if newest is not None and newest > _id_key(self.cursor) else None
 
     def _new_folder(self, state: FoldState) -> Folder:
         self.intake = Intake(state.commands.cursor)
@@ -582,15 +668,20 @@ class Aggregator:
     def _start_new_dataset(self) -> None:
         """A new generation: everything we hold is written again, the stream read from 0."""
         self.gen = uuid.uuid4().hex[:12]
-        self.cursor = "0-0"
+        self.cursor = self.as_of = "0-0"
         self.update_id = "0-0"
         self.committed_meta = False
         self.intake = Intake("0-0")
+        self._dead_until = (0, 0)
+        self._flush = None
         if self.folder is not None:
             self.folder.state.commands.cursor = "0-0"
             pending = self.folder.state.pending
             pending.urgent |= set(self.folder.state.services)
             pending.state |= set(self.folder.state.services)
+            clock = msgspec.Raw(encode(self.folder.state.clock))
+            self.replay = Replay(cursor="0-0", clock=clock)
+            self._replay_from_rows()
 
     def _drop_leadership(self) -> None:
         self.token = ""

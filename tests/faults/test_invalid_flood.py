@@ -84,7 +84,9 @@ async def test_a_flood_of_invalid_entries(
     views = await redis.hgetall(flooded.keys.snapshot)
     assert {f"svc{i}".encode() for i in range(SERVICES)} <= set(views)
     clean_rate, flooded_rate = VALID / clean_s, VALID / flooded_s
-    assert flooded_rate > 0.2 * clean_rate  # loose: the figure is the point
+    # Loose: the figure is the point. The clean run writes a row per service a second (the
+    # flush); the flooded one writes a dead-letters entry per hostile entry, up to 1 KiB.
+    assert flooded_rate > 0.1 * clean_rate
     figures.update(
         valid=VALID,
         invalid=VALID,
