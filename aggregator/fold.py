@@ -50,6 +50,16 @@ class Folder(Judgement):
     ) -> None:
         super().__init__(state, rules or Rules())
         self.max_services = max_services
+        rules = self.rules
+        self._flap = rules.flap_high_pct > 0
+        #: No service has a quorum rule, an SLO or hysteresis: `_plain` holds for all.
+        self._all_plain = not (
+            rules.quorum
+            or rules.slo
+            or rules.hysteresis_by_kind
+            or rules.rise > 1
+            or rules.fall > 1
+        )
 
     # -- inputs -----------------------------------------------------------------------
 
@@ -127,7 +137,7 @@ class Folder(Judgement):
         False, with nothing changed, when the heartbeat could change anything else."""
         key = hb.instance or ""
         inst = svc.instances.get(key)
-        flap = self.rules.flap_high_pct > 0
+        flap = self._flap
         if (
             inst is None
             or svc.status != "healthy"
@@ -140,7 +150,7 @@ class Folder(Judgement):
             or hb.intent is not None
             or svc.flapping
             or (flap and not HEALTHY_WINDOW.startswith(svc.flap_window))
-            or not self._plain(svc)
+            or not (self._all_plain or self._plain(svc))
             or _material(inst.hb, hb)
             or svc.kind != hb.kind
             or svc.interval_s != hb.interval_s
@@ -232,6 +242,9 @@ class Folder(Judgement):
     def _expire_to(self, target: int) -> list[Transition]:
         """Fold every deadline up to virtual time `target`, then advance the watermark."""
         state = self.state
+        if not state.any_due(target):  # most calls: one comparison
+            self._advance(target)
+            return []
         out: list[Transition] = []
         while True:
             due = state.due(target)

@@ -160,6 +160,10 @@ class FoldState:
                 heapq.heappush(self._heap, key)
             bucket.add(service.name)
 
+    def any_due(self, now_v: int) -> bool:
+        """Whether a deadline may be at or before `now_v` (its bucket is)."""
+        return bool(self._heap) and self._heap[0] <= now_v // BUCKET_MS
+
     def due(self, now_v: int) -> list[Service]:
         """Services whose deadline is at or before `now_v`, earliest bucket first."""
         out: list[Service] = []

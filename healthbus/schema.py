@@ -220,6 +220,9 @@ _heartbeat_decoder = msgspec.json.Decoder(Heartbeat)
 #: inside a string it must check, such as `service`). Any other escape would stop the fold.
 _DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeError)
 _details_size_encoder = msgspec.json.Encoder()
+#: Details encode to at most 4.5 times their JSON text (`1e15` is `1000000000000000.0`;
+#: escapes and whitespace only shrink): in a message this short they cannot be too long.
+_DETAILS_SURELY_SMALL: Final = DETAILS_MAX_BYTES // 5
 
 
 class _Probe(msgspec.Struct):
@@ -260,7 +263,11 @@ def decode_heartbeat(raw: bytes) -> Heartbeat:
                 _check_name(name, "depends_on", hb.service)
     if hb.service in RESERVED_NAMES:
         raise InvalidMessage(f"service name {hb.service!r} is reserved; choose another name")
-    if hb.details and len(_details_size_encoder.encode(hb.details)) > DETAILS_MAX_BYTES:
+    if (
+        hb.details
+        and len(raw) > _DETAILS_SURELY_SMALL
+        and len(_details_size_encoder.encode(hb.details)) > DETAILS_MAX_BYTES
+    ):
         raise InvalidMessage(
             f"details are over {DETAILS_MAX_BYTES} bytes encoded; send fewer or shorter values",
             hb.service,

@@ -99,3 +99,15 @@ def test_heartbeat_names_keep_their_pattern_in_the_json_schema() -> None:
     props = json_schemas()["heartbeat"]["$defs"]["Heartbeat"]["properties"]
     assert props["service"]["pattern"] == SERVICE_PATTERN
     assert props["depends_on"]["anyOf"][0]["items"]["pattern"] == SERVICE_PATTERN
+
+
+def test_details_too_short_to_check_cannot_be_over_the_limit() -> None:
+    """Short messages skip the details' size check: even numbers that grow most when
+    encoded (`9e15` is `9000000000000000.0`) keep such details under the limit."""
+    from healthbus.schema import _DETAILS_SURELY_SMALL, DETAILS_MAX_BYTES
+
+    raw = b'{"v":1,"service":"s","interval_s":1,"ok":true,"details":{'
+    raw += b",".join(b'"%s":9e15' % chr(65 + i).encode() for i in range(32)) + b"}}"
+    assert len(raw) <= _DETAILS_SURELY_SMALL
+    details = decode_heartbeat(raw).details
+    assert details is not None and len(encode(details)) <= DETAILS_MAX_BYTES
