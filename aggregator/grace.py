@@ -35,7 +35,8 @@ def learn(prev: Instance | None, fresh: Instance) -> None:
     if new.n is not None and old.n is not None and new.n > old.n + 1:
         fresh.lost += new.n - old.n - 1
     late = max(0.0, fresh.last_v - prev.last_v - new.interval_s * 1000)
-    fresh.late_ms = round(prev.late_ms + WEIGHT * (late - prev.late_ms), 1)
+    if late or prev.late_ms:  # an instance that keeps its cadence stays at 0 (most)
+        fresh.late_ms = round(prev.late_ms + WEIGHT * (late - prev.late_ms), 1)
 
 
 def grace_ms(inst: Instance, rules: Rules) -> int:
