@@ -20,7 +20,7 @@ from aggregator.state import FoldState
 __all__ = ["Flush"]
 
 #: A flush is spread over about this many reads.
-ROUNDS: Final = 8
+ROUNDS: Final = 16
 #: ... in parts of at least this many services (a commit costs a round trip).
 PART_MIN: Final = 64
 

@@ -246,8 +246,6 @@ class Aggregator:
             if time.monotonic() >= next_tick:
                 await self._tick(client)
                 next_tick = time.monotonic() + self._tick_s
-            if self._flush is not None:
-                await self._flush_step(client, self._flush)
             block = MAX_BLOCK_MS
             # With a backlog the read answers at once: no need to look for the next deadline.
             deadline = None if backlog else folder.next_deadline_ms()
@@ -275,6 +273,8 @@ class Aggregator:
             self._grant_stall(sent_ms, sent_mono, block, until_ms=first_ms)
             # A command ends the read early: then Redis time is only known to be past sent_ms.
             await self._fold_entries(client, entries, sent_ms, 0 if commands else block)
+            if self._flush is not None:  # a share of it, a read after the tick's own calls
+                await self._flush_step(client, self._flush)
 
     # -- folding and committing -------------------------------------------------------
 
@@ -392,7 +392,6 @@ class Aggregator:
         if self._flush is None:
             start = Replay(cursor=self.cursor, clock=msgspec.Raw(encode(folder.state.clock)))
             self._flush = Flush(folder.state, start)
-        await self._flush_step(client, self._flush)
 
     async def _flush_step(self, client: AsyncClient, flush: Flush) -> None:
         """Commit the flush's next share (the last one also trims the stream)."""
