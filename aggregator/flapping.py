@@ -38,8 +38,9 @@ _WEIGHTS: Final = tuple(0.8 + 0.4 * i / (WINDOW - 2) for i in range(WINDOW - 1))
 
 
 def record(window: str, status: Status) -> str:
-    """The window after one more observation."""
-    return (window + _LETTER[status])[-WINDOW:]
+    """The window after one more observation (a steady one shared by all services)."""
+    window = (window + _LETTER[status])[-WINDOW:]
+    return HEALTHY_WINDOW if window == HEALTHY_WINDOW else window
 
 
 def differs(window: str, status: Status) -> bool:

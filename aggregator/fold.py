@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
+from msgspec.structs import replace
+
 from aggregator.dependencies import FAILING, relink, status_changed
 from aggregator.flapping import HEALTHY_WINDOW, WINDOW, judge_flapping
 from aggregator.grace import grace_ms, learn
@@ -162,9 +164,17 @@ class Folder(Judgement):
         deadline = svc.deadline_v
         if deadline is None or not self.state.clock.now_v < deadline <= v + limit:
             return False
-        same = inst.hb.details == hb.details and inst.hb.duration_ms == hb.duration_ms
+        old = inst.hb
+        same_details = old.details == hb.details
+        same = same_details and old.duration_ms == hb.duration_ms
         if not same and judge_content(hb, self.rules) != ("healthy", "ok"):
             return False
+        # Kept with the instance's own copies of what it repeats: a fleet's steady
+        # heartbeats would each hold new ones (names and details, ~370 bytes).
+        hb = replace(
+            hb, service=old.service, kind=old.kind, instance=old.instance,
+            details=old.details if same_details else hb.details,
+        )  # fmt: skip
         fresh = Instance(
             hb=hb, last_ms=at_ms, last_v=v, status="healthy", reason="ok",
             depends_on=inst.depends_on,
@@ -175,7 +185,7 @@ class Folder(Judgement):
         svc.instances[key] = fresh
         svc.last_v = v
         if flap and len(svc.flap_window) < WINDOW:
-            svc.flap_window += HEALTHY_WINDOW[0]
+            svc.flap_window = HEALTHY_WINDOW[: len(svc.flap_window) + 1]  # full: shared
         pending = self.state.pending
         pending.state.add(svc.name)
         (pending.fresh if same else pending.deferred).add(svc.name)
