@@ -470,9 +470,12 @@ def _epoch_ms(value: datetime) -> int:
 
 def view(svc: Service) -> ServiceView:
     """The snapshot's document for one service."""
-    instances = sorted(svc.instances.items(), key=lambda kv: kv[1].last_ms, reverse=True)
-    latest = instances[0][1] if instances else None
-    bad = max((inst for _, inst in instances), key=lambda i: STATUS_ORDER[i.status], default=None)
+    instances = list(svc.instances.items())
+    latest = bad = instances[0][1] if instances else None
+    if len(instances) > 1:  # most services have one (rendered for each every second)
+        instances.sort(key=lambda kv: kv[1].last_ms, reverse=True)
+        latest = instances[0][1]
+        bad = max((inst for _, inst in instances), key=lambda i: STATUS_ORDER[i.status])
     error = svc.invalid or (bad.hb.error if bad is not None and bad.status != "healthy" else None)
     hb = latest.hb if latest is not None else None
     return ServiceView(

@@ -7,7 +7,6 @@ once at import and reused.
 
 from __future__ import annotations
 
-import functools
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
@@ -346,12 +345,16 @@ def iso_ms(ms: int) -> str:
     Hot (three per service view, a fleet's views every second): the second's text is cached.
     """
     seconds, millis = divmod(int(ms), 1000)
-    return f"{_iso_second(seconds)}.{millis:03d}Z"
+    second = _ISO_SECONDS.get(seconds)
+    if second is None:
+        if len(_ISO_SECONDS) >= 4096:
+            _ISO_SECONDS.clear()
+        second = _ISO_SECONDS[seconds] = datetime.fromtimestamp(seconds, UTC).isoformat()[:19]
+    return second + _ISO_MILLIS[millis]
 
 
-@functools.lru_cache(maxsize=4096)
-def _iso_second(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat()[:19]
+_ISO_SECONDS: dict[int, str] = {}
+_ISO_MILLIS: Final = tuple(f".{m:03d}Z" for m in range(1000))
 
 
 def json_schemas() -> dict[str, Any]:
