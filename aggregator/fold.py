@@ -14,7 +14,7 @@ from msgspec.structs import replace
 
 from aggregator.dependencies import FAILING, relink, status_changed
 from aggregator.flapping import HEALTHY_WINDOW, WINDOW, judge_flapping
-from aggregator.grace import grace_ms, learn
+from aggregator.grace import grace_ms, learn, learn_from
 from aggregator.hysteresis import observe
 from aggregator.judgement import EVENT_PREFIX, Judgement
 from aggregator.rules import Rules, judge, judge_age, judge_content, next_change_ms
@@ -175,14 +175,12 @@ class Folder(Judgement):
             hb, service=old.service, kind=old.kind, instance=old.instance,
             details=old.details if same_details else hb.details,
         )  # fmt: skip
-        fresh = Instance(
-            hb=hb, last_ms=at_ms, last_v=v, status="healthy", reason="ok",
-            depends_on=inst.depends_on,
-        )  # fmt: skip
-        learn(inst, fresh)
+        # What a new Instance would hold (status, reason, dependencies the same): in place.
+        old_v = inst.last_v
+        inst.hb, inst.last_ms, inst.last_v = hb, at_ms, v
+        learn_from(inst, old, old_v)
         if hb.duration_ms is not None and self.retention.day:
             record_duration(svc, at_ms, hb.duration_ms, self.state.ledger)
-        svc.instances[key] = fresh
         svc.last_v = v
         if flap and len(svc.flap_window) < WINDOW:
             svc.flap_window = HEALTHY_WINDOW[: len(svc.flap_window) + 1]  # full: shared

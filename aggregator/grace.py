@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from aggregator.rules import Rules
     from aggregator.state import Instance
+    from healthbus.schema import Heartbeat
 
-__all__ = ["grace_ms", "learn"]
+__all__ = ["grace_ms", "learn", "learn_from"]
 
 WEIGHT: Final = 0.25
 SPREAD: Final = 3.0
@@ -28,15 +29,21 @@ def learn(prev: Instance | None, fresh: Instance) -> None:
     if prev is None or not prev.completed:
         return
     fresh.restarts, fresh.lost, fresh.late_ms = prev.restarts, prev.lost, prev.late_ms
-    old, new = prev.hb, fresh.hb
+    learn_from(fresh, prev.hb, prev.last_v)
+
+
+def learn_from(inst: Instance, old: Heartbeat, old_v: int) -> None:
+    """What `inst`'s newest heartbeat (`inst.hb`, at `inst.last_v`) teaches after `old`,
+    the one before it, at `old_v`: a restart, heartbeats lost, lateness."""
+    new = inst.hb
     if new.boot is not None and old.boot is not None and new.boot != old.boot:
-        fresh.restarts += 1
+        inst.restarts += 1
         return
     if new.n is not None and old.n is not None and new.n > old.n + 1:
-        fresh.lost += new.n - old.n - 1
-    late = max(0.0, fresh.last_v - prev.last_v - new.interval_s * 1000)
-    if late or prev.late_ms:  # an instance that keeps its cadence stays at 0 (most)
-        fresh.late_ms = round(prev.late_ms + WEIGHT * (late - prev.late_ms), 1)
+        inst.lost += new.n - old.n - 1
+    late = max(0.0, inst.last_v - old_v - new.interval_s * 1000)
+    if late or inst.late_ms:  # an instance that keeps its cadence stays at 0 (most)
+        inst.late_ms = round(inst.late_ms + WEIGHT * (late - inst.late_ms), 1)
 
 
 def grace_ms(inst: Instance, rules: Rules) -> int:
