@@ -9,14 +9,20 @@ queue as before: its task sends it, under the send timeout that reaps a stuck cl
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from typing import Final
 
 from healthbus.web.direct import chunked
 from healthbus.web.events import Entry, KindOf
 from healthbus.web.selection import Selection
 from healthbus.web.subscriber import Subscriber
 
-__all__ = ["Fanout"]
+__all__ = ["PING_EVENT", "Fanout"]
+
+#: The keep-alive comment (design.md: "comment lines every 15 s keep idle connections alive").
+PING_EVENT: Final = b": ping\n\n"
+_PING_CHUNK: Final = chunked(PING_EVENT)
 
 
 class Fanout:
@@ -57,6 +63,7 @@ class Fanout:
         subscribers dropped (closed, or too far behind), already removed."""
         dropped: list[Subscriber] = []
         direct = queued = 0
+        now = time.monotonic()
         first, last = entries[0].pos, entries[-1].pos
         for sel, group in self._groups.items():
             data: bytes | None = None
@@ -74,6 +81,7 @@ class Fanout:
                     data = b"".join([entry.render(sel, kind_of) for entry in entries])
                 if not data:
                     continue  # nothing this selection sees
+                sub.sent_at = now
                 if conn.chunked:
                     if framed is None:
                         framed = chunked(data)
@@ -85,3 +93,21 @@ class Fanout:
         self.direct += direct * len(entries)
         self.queued += queued * len(entries)
         return dropped
+
+    def ping(self, idle_s: float) -> int:
+        """A keep-alive comment to every client sent nothing for `idle_s`: written here when
+        its connection takes it, else queued for its task (under the send timeout, which
+        reaps a client that stopped reading). Returns how many were due."""
+        now = time.monotonic()
+        due = 0
+        for sub in self:
+            if now - sub.sent_at < idle_s:
+                continue
+            due += 1
+            sub.sent_at = now
+            conn = sub.writer()
+            if conn is None:
+                sub.ping()
+            else:
+                conn.transport.write(_PING_CHUNK if conn.chunked else PING_EVENT)
+        return due

@@ -72,6 +72,7 @@ class Hub:
         self.redis = redis
         self.keys = config.keys
         self.queue_size = config.sse_queue_size
+        self.ping_s = config.sse_ping_s
         self.snapshot_limit = config.sse_snapshot_limit
         self.stale_after_ms = config.ready_stale_s * 1000
         self.block_ms = block_ms
@@ -239,6 +240,16 @@ class Hub:
                 need_load = True
                 await anyio.sleep(backoff.next_delay())
 
+    async def keep_alive(self) -> None:
+        """Keep-alive comments to the clients idle for `ping_s`, checked a few times per
+        period. One loop here, not a timer task per client: a client that is sent events
+        is never pinged, and no ping waits on a task of its own."""
+        if self.ping_s <= 0:
+            return
+        while True:
+            await anyio.sleep(min(1.0, self.ping_s / 4))
+            self._subscribers.ping(self.ping_s)
+
     def close(self) -> None:
         for sub in self._subscribers:
             self.unsubscribe(sub)
@@ -380,6 +391,7 @@ async def running_hub(
     hub = Hub(redis, config, **options)
     async with anyio.create_task_group() as tg:
         tg.start_soon(hub.run)
+        tg.start_soon(hub.keep_alive)
         with anyio.move_on_after(start_timeout):
             await hub.started.wait()
         try:

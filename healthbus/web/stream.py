@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -23,9 +24,10 @@ from healthbus.config import Config
 from healthbus.schema import parse_stream_id
 from healthbus.web.direct import Connection
 from healthbus.web.events import Entry
+from healthbus.web.fanout import PING_EVENT
 from healthbus.web.hub import Hub
 from healthbus.web.selection import BadQuery, Selection, withholds_details
-from healthbus.web.subscriber import parse_event_id
+from healthbus.web.subscriber import PING, parse_event_id
 
 __all__ = ["SERVER_SEND", "TRANSPORT", "EventStream", "events", "health_stream"]
 
@@ -94,7 +96,7 @@ async def health_stream(request: Request) -> Response:
     conn = Connection.of(request.scope.get("state", {}).get(SERVER_SEND))
     return EventStream(
         events(hub, sel, request.headers.get("last-event-id"), conn),
-        ping=config.sse_ping_s,
+        ping=0,  # the hub sends keep-alives to idle clients (Hub.keep_alive)
         send_timeout=config.sse_send_timeout_s,
         sep="\n",
     )
@@ -130,7 +132,9 @@ async def events(
                 return
             chunks: list[bytes] = []
             for item in items:
-                if not isinstance(item, Entry):  # RESYNC: start over from the current state
+                if item is PING:
+                    chunks.append(PING_EVENT)
+                elif not isinstance(item, Entry):  # RESYNC: start over from the current state
                     sub.pos = hub.pos
                     chunks.append(hub.snapshot(sel))
                 elif item.pos > sub.pos:
@@ -138,6 +142,7 @@ async def events(
                     chunks.append(item.render(sel, hub.kind_of))
             chunk = b"".join(chunks)
             if chunk:
+                sub.sent_at = time.monotonic()
                 yield chunk
     finally:
         hub.unsubscribe(sub)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
@@ -13,26 +14,43 @@ from healthbus.web.direct import Connection
 from healthbus.web.events import Entry
 from healthbus.web.selection import Selection
 
-__all__ = ["RESYNC", "Item", "Plan", "Subscriber", "parse_event_id"]
+__all__ = ["PING", "RESYNC", "Item", "Plan", "Subscriber", "parse_event_id"]
 
 log = logging.getLogger("healthbus.web")
 
 
-class _Resync:
+class _Marker:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
     def __repr__(self) -> str:
-        return "RESYNC"
+        return self.name
 
 
 #: Queued instead of entries when the subscriber must start over from a fresh snapshot.
-RESYNC: Final = _Resync()
-Item = Entry | _Resync
+RESYNC: Final = _Marker("RESYNC")
+#: Queued when an idle client is due a keep-alive comment the hub cannot write itself.
+PING: Final = _Marker("PING")
+Item = Entry | _Marker
 
 
 class Subscriber:
     """One client's bounded queue of entries still to send, and its connection when the hub
     may write to it directly (direct.py) while its task is idle."""
 
-    __slots__ = ("_limit", "_queue", "_wake", "closed", "conn", "idle", "pos", "selection")
+    __slots__ = (
+        "_limit",
+        "_queue",
+        "_wake",
+        "closed",
+        "conn",
+        "idle",
+        "pos",
+        "selection",
+        "sent_at",
+    )
 
     def __init__(
         self, selection: Selection, limit: int, pos: int, conn: Connection | None = None
@@ -44,6 +62,8 @@ class Subscriber:
         self.conn = conn
         #: True while its task waits in `take()`: whatever it took before is written out.
         self.idle = False
+        #: When something was last sent to it (monotonic): keep-alives go to the idle only.
+        self.sent_at = time.monotonic()
         self._limit = max(1, limit)
         self._queue: deque[Item] = deque()
         # Cleared and reused: an anyio.Event per wake-up asks sniffio for the running
@@ -52,11 +72,12 @@ class Subscriber:
 
     def writer(self) -> Connection | None:
         """The connection when the hub may write the next entry itself: the task is idle
-        with nothing queued (so the write keeps the order) and the connection takes it now."""
+        with nothing queued (so the write keeps the order), the stream is not ending and the
+        connection takes it now."""
         conn = self.conn
-        if conn is not None and self.idle and not self._queue and conn.writable():
-            return conn
-        return None
+        if conn is None or not self.idle or self._queue or self.closed or not conn.writable():
+            return None
+        return conn
 
     def push(self, entry: Entry) -> bool:
         """Queue `entry`; False when this subscriber is closed (now or before)."""
@@ -69,6 +90,13 @@ class Subscriber:
         self._queue.append(entry)
         self._wake.set()
         return True
+
+    def ping(self) -> None:
+        """Queue a keep-alive for its task to send, unless it has something to send anyway
+        (or is stuck sending: its send timeout, not a ping, deals with that)."""
+        if not self.closed and not self._queue:
+            self._queue.append(PING)
+            self._wake.set()
 
     def resync(self) -> None:
         if not self.closed:

@@ -5,6 +5,7 @@ whole read in one write, framed as h11 frames it), without a server."""
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,8 +15,9 @@ import pytest
 from healthbus.schema import encode
 from healthbus.web.direct import Connection, chunked
 from healthbus.web.events import Entry
+from healthbus.web.fanout import PING_EVENT
 from healthbus.web.selection import Selection
-from healthbus.web.subscriber import Subscriber
+from healthbus.web.subscriber import PING, Subscriber
 from tests.unit.test_web_replica import hub_with, update
 from tests.webserver import view
 
@@ -140,3 +142,40 @@ async def test_take_marks_the_subscriber_idle_while_it_waits() -> None:
     assert sub.idle  # until its task runs: the queue, not the flag, stops direct writes
     assert await waiting == [entry]
     assert not sub.idle
+
+
+async def test_keep_alives_go_to_the_idle_only_written_or_queued() -> None:
+    hub = hub_with(view("a"))
+    direct, _, t_direct = connection()
+    as_is, _, t_as_is = connection("1.0")
+    paused, paused_cycle, t_paused = connection()
+    busy, _, t_busy = connection()
+    subs = {
+        "direct": hub.subscribe(Selection(), None, direct)[0],
+        "as-is": hub.subscribe(Selection(), None, as_is)[0],
+        "paused": hub.subscribe(Selection(), None, paused)[0],
+        "no-conn": hub.subscribe(Selection())[0],
+        "recent": hub.subscribe(Selection(), None, busy)[0],
+    }
+    for sub in subs.values():
+        idle(sub)
+        sub.sent_at -= 60
+    paused_cycle.flow.write_paused = True
+    subs["recent"].sent_at += 60
+
+    assert hub._subscribers.ping(15) == 4
+    assert t_direct.written == [chunked(PING_EVENT)]
+    assert t_as_is.written == [PING_EVENT]
+    assert t_paused.written == t_busy.written == []
+    assert await subs["paused"].take() == [PING]
+    assert await subs["no-conn"].take() == [PING]
+    assert hub._subscribers.ping(15) == 0  # pinged just now
+
+    # An entry written to a client counts as a keep-alive; one it does not see does not.
+    only_b, _, t_only_b = connection()
+    filtered = hub.subscribe(Selection(names=frozenset({"b"})), None, only_b)[0]
+    idle(filtered)
+    before = time.monotonic()
+    apply_all(hub, 2, 1)
+    assert subs["direct"].sent_at >= before
+    assert filtered.sent_at < before and t_only_b.written == []
