@@ -2,9 +2,11 @@
 
 The hub loads the snapshot hash into a `Replica`, then tails the updates stream from the
 replica's cursor with `XREAD BLOCK`, applies each entry, keeps it in a bounded ring (for
-`Last-Event-ID` resumes) and pushes it to every subscriber's bounded queue. A subscriber whose
-queue is full is closed: a slow client is dropped (its browser reconnects and resumes), it
-never slows the others. When the copy cannot be kept current entry by entry (a new
+`Last-Event-ID` resumes) and delivers each read to every subscriber (fanout.py): written to
+an idle client's connection by the hub itself, else pushed to its bounded queue for its own
+task. A subscriber whose queue is full is closed: a slow client is dropped (its browser
+reconnects and resumes), it never slows the others. Keep-alive comments go to the clients
+that were sent nothing for `sse_ping_s`. When the copy cannot be kept current entry by entry (a new
 generation, trimmed or missed entries, the hash gone) the hub loads it again and tells every
 subscriber to send a fresh `snapshot`. Redis errors never end the hub: it reconnects with
 backoff and keeps serving the last copy, marked stale.
