@@ -1,17 +1,23 @@
 """Lean SSE clients for the latency and fan-out scenarios.
 
-An HTTP/1.0 request gets the event stream unchunked, so an `asyncio.Protocol` only has to
-split events at blank lines. For every event whose data carries a transition (`"at_ms"`, the
-Redis time of the heartbeat that caused it) the client keeps the delay from then to receipt.
-`python -m healthbus.bench.sseclient URL CLIENTS` runs many of them in their own process (so
-the server under test does not share it): it prints `ready` once every client has its response
-headers, and on stdin's end one JSON object with what they received.
+An HTTP/1.0 request gets the event stream unchunked, so a client only has to split events
+at blank lines. For every event whose data carries a transition (`"at_ms"`, the Redis time
+of the heartbeat that caused it) it keeps the delay from then to receipt. The latency
+scenario runs one `SSEClient` (an `asyncio.Protocol`) in its own loop; `python -m
+healthbus.bench.sseclient URL CLIENTS` runs many in a process of their own (so the server
+under test does not share it), read from one epoll loop with no asyncio in between: at
+thousands of clients asyncio's own work per delivery would be what is measured. It prints
+`ready` once every client has its response headers, and on stdin's end one JSON object
+with what they received.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import select
+import socket
 import sys
 import time
 from typing import Final
@@ -19,10 +25,11 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-__all__ = ["Received", "SSEClient", "connect_many"]
+__all__ = ["Received", "SSEClient", "Stream", "connect_many"]
 
 _AT_MS: Final = re.compile(rb'"at_ms":\s*(\d+)')
 CONNECT_BATCH: Final = 100
+CONNECT_TIMEOUT_S: Final = 30.0
 
 
 class Received(msgspec.Struct, kw_only=True):
@@ -36,26 +43,17 @@ class Received(msgspec.Struct, kw_only=True):
     stamps: list[int]
 
 
-class SSEClient(asyncio.Protocol):
-    """One connection; `delays` grows by one per transition event received."""
+class Stream:
+    """One event stream's bytes in, the delays of the transitions it carried out."""
 
-    def __init__(self, path: str, host: str) -> None:
-        self.request = f"GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
+    def __init__(self) -> None:
         self.buffer = b""
         self.header_done = False
         self.delays: list[float] = []
         self.stamps: list[int] = []
-        self.first = asyncio.get_running_loop().create_future()
         self.closed = False
-        self.transport: asyncio.Transport | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.request.encode())
-
-    def data_received(self, data: bytes) -> None:
-        now_ms = time.time() * 1000
+    def feed(self, data: bytes, now_ms: float) -> None:
         buffer = self.buffer + data.replace(b"\r\n", b"\n")  # sse-starlette's default sep
         if not self.header_done:
             end = buffer.find(b"\n\n")
@@ -64,8 +62,6 @@ class SSEClient(asyncio.Protocol):
                 return
             buffer = buffer[end + 2 :]
             self.header_done = True
-            if not self.first.done():
-                self.first.set_result(None)
         cut = buffer.rfind(b"\n\n")
         if cut < 0:
             self.buffer = buffer
@@ -77,6 +73,30 @@ class SSEClient(asyncio.Protocol):
                 at = int(found.group(1))
                 self.stamps.append(at)
                 self.delays.append(now_ms - at)
+
+
+def _request(path: str, host: str) -> bytes:
+    return f"GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode()
+
+
+class SSEClient(asyncio.Protocol, Stream):
+    """One connection on an asyncio loop; `delays` grows by one per transition event."""
+
+    def __init__(self, path: str, host: str) -> None:
+        Stream.__init__(self)
+        self.request = _request(path, host)
+        self.first = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.feed(data, time.time() * 1000)
+        if self.header_done and not self.first.done():
+            self.first.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -106,23 +126,74 @@ async def connect_many(url: str, count: int) -> list[SSEClient]:
     return clients
 
 
-async def _main(url: str, count: int) -> None:
-    clients = await connect_many(url, count)
+class _Socket(Stream):
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+
+
+def _serve(url: str, count: int) -> Received:
+    """Connect `count` clients (a batch at a time: a burst of SYNs overflows the backlog),
+    say `ready`, and read them all until stdin ends."""
+    parts = urlsplit(url)
+    address = (parts.hostname or "127.0.0.1", parts.port or 80)
+    request = _request(parts.path + (f"?{parts.query}" if parts.query else ""), parts.netloc)
+    poller = select.epoll()
+    streams: dict[int, _Socket] = {}
+    stdin = sys.stdin.fileno()
+
+    def pump(timeout: float) -> bool:
+        """Read what is there; False once stdin has ended."""
+        for fd, _ in poller.poll(timeout):
+            if fd == stdin:
+                if not os.read(stdin, 1 << 16):
+                    return False
+                continue
+            stream = streams[fd]
+            try:
+                data = stream.sock.recv(1 << 16)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                poller.unregister(fd)
+                stream.closed = True
+                continue
+            stream.feed(data, time.time() * 1000)
+        return True
+
+    for start in range(0, count, CONNECT_BATCH):
+        batch = []
+        for _ in range(min(CONNECT_BATCH, count - start)):
+            sock = socket.create_connection(address, timeout=CONNECT_TIMEOUT_S)
+            sock.sendall(request)
+            sock.setblocking(False)
+            stream = streams[sock.fileno()] = _Socket(sock)
+            poller.register(sock.fileno(), select.EPOLLIN)
+            batch.append(stream)
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        while not all(s.header_done or s.closed for s in batch):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no response headers within {CONNECT_TIMEOUT_S:g} s")
+            pump(0.05)
     print("ready", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    stamps = sorted({s for c in clients for s in c.stamps})
-    received = Received(
+    poller.register(stdin, select.EPOLLIN)
+    while pump(1.0):
+        pass
+    clients = list(streams.values())
+    for c in clients:
+        c.sock.close()
+    return Received(
         clients=count,
         connected=sum(not c.closed for c in clients),
         delays_ms=[d for c in clients for d in c.delays],
         per_client=[len(c.delays) for c in clients],
-        stamps=stamps,
+        stamps=sorted({s for c in clients for s in c.stamps}),
     )
-    for c in clients:
-        c.close()
-    sys.stdout.buffer.write(msgspec.json.encode(received) + b"\n")
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":
-    asyncio.run(_main(sys.argv[1], int(sys.argv[2])))
+    received = _serve(sys.argv[1], int(sys.argv[2]))
+    sys.stdout.buffer.write(msgspec.json.encode(received) + b"\n")
+    sys.stdout.flush()
