@@ -35,8 +35,8 @@ PROBE = "fanout-probe-{:04d}"
 
 def run(bench: Bench) -> list[Figure]:
     clients = bench.size(500, 5000, least=5)
-    seconds = bench.seconds(4, 20, least=1)
-    grace = bench.seconds(GRACE_S, GRACE_S)
+    seconds = bench.seconds(3, 20, least=1)
+    grace = bench.seconds(2, GRACE_S)
     bench.progress(f"fan-out: the floor, one event to {clients:,} plain loopback sockets")
     floor = _socket_floor(clients)
     figures = [
