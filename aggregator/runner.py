@@ -249,11 +249,16 @@ class Aggregator:
             block = MAX_BLOCK_MS
             # With a backlog the read answers at once: no need to look for the next deadline.
             deadline = None if backlog else folder.next_deadline_ms()
+            near = False
             if deadline is not None:
-                block = min(block, max(1, deadline - self._redis_now()))
+                # A blocked read ends on Redis's timer tick, up to REDIS_TICK_MS after its
+                # block time: wake that much before a deadline, then nap the rest of the way.
+                until = deadline - self._redis_now()
+                near = until < REDIS_TICK_MS
+                block = min(block, max(1, until if near else until - REDIS_TICK_MS))
             block = int(min(block, max(1.0, (next_tick - time.monotonic()) * 1000)))
             # Held commands wait for a read that begins after them (intake.py): soon.
-            if self.intake or (deadline is not None and block < REDIS_TICK_MS):
+            if self.intake or near:
                 await anyio.sleep(min(block, NAP_MS) / 1000)
                 block = 0
             if self._flush is not None:  # more parts to commit after this read
