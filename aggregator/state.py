@@ -84,9 +84,9 @@ class Service(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     slo_since: int | None = None
     slo_minutes: dict[int, list[int]] = msgspec.field(default_factory=dict)
     slo_burning: bool = False
-    #: The last heartbeats-stream entry folded into this service. A large read is committed
-    #: in parts and only the last carries the cursor: after a crash between parts the next
-    #: leader reads those entries again, and this keeps it from folding any of them twice.
+    #: The cursor of the commit that last wrote this row: every heartbeats-stream entry up
+    #: to it is folded in. A new leader re-reads from the replay position (persist.Replay),
+    #: behind some rows' cursors, and skips this service's entries at or before it.
     applied: str = ""
 
 

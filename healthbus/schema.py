@@ -306,16 +306,8 @@ def _service_of(raw: bytes) -> str | None:
     return _valid_name(probe.service) if probe is not None else None
 
 
-_name_check = msgspec.json.Decoder(ServiceName)
-
-
 def _valid_name(value: object) -> str | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return _name_check.decode(encode(value))
-    except msgspec.ValidationError:
-        return None
+    return value if isinstance(value, str) and _NAME_MATCH(value) is not None else None
 
 
 _meta_decoder = msgspec.json.Decoder(Meta)
