@@ -52,16 +52,7 @@ class Folder(Judgement):
     ) -> None:
         super().__init__(state, rules or Rules())
         self.max_services = max_services
-        rules = self.rules
-        self._flap = rules.flap_high_pct > 0
-        #: No service has a quorum rule, an SLO or hysteresis: `_plain` holds for all.
-        self._all_plain = not (
-            rules.quorum
-            or rules.slo
-            or rules.hysteresis_by_kind
-            or rules.rise > 1
-            or rules.fall > 1
-        )
+        self._flap = self.rules.flap_high_pct > 0
 
     # -- inputs -----------------------------------------------------------------------
 

@@ -34,6 +34,14 @@ class Judgement:
         state.ledger.retention = self.retention
         #: Services still to account in this round of `account` (a rotation).
         self._rotation: list[str] = []
+        #: No service has a quorum rule, an SLO or hysteresis: `_plain` holds for all.
+        self._all_plain = not (
+            rules.quorum
+            or rules.slo
+            or rules.hysteresis_by_kind
+            or rules.rise > 1
+            or rules.fall > 1
+        )
 
     def account(self, budget: int) -> None:
         """SLA: account up to `budget` services' time in state up to the watermark, in a
@@ -108,6 +116,8 @@ class Judgement:
         """Judged by the status rules alone: no quorum rule, no SLO target, rise and fall
         of 1 for its kind. A steady heartbeat of such a service cannot change its
         judgement (see Folder._refresh)."""
+        if self._all_plain:
+            return True
         rules = self.rules
         if rules.quorum and self._quorum_k(svc.name):
             return False

@@ -37,7 +37,9 @@ class Replay(msgspec.Struct, kw_only=True):
         return Replay(cursor=self.cursor, clock=self.clock, gone=gone)
 
 
-class _FoldRow(msgspec.Struct):
+class _FoldRow(Clock, kw_only=True):
+    """The `_fold` row: the clock's fields, and the replay position beside them."""
+
     replay: Replay | None = None
 
 
@@ -53,10 +55,9 @@ def _key(stream_id: str) -> tuple[int, int]:
 
 def fold_rows(state: FoldState, replay: Replay | None = None) -> dict[str, bytes]:
     """The fold's own fields of the `state` hash (not services), written with the cursor."""
-    clock = encode(state.clock)
-    if replay is not None:  # one row: the clock's fields and `replay`
-        clock = clock[:-1] + b',"replay":' + encode(replay) + b"}"
-    return {CLOCK_FIELD: clock, COMMANDS_FIELD: encode(state.commands)}
+    clock = state.clock
+    row = clock if replay is None else _FoldRow(**msgspec.structs.asdict(clock), replay=replay)
+    return {CLOCK_FIELD: encode(row), COMMANDS_FIELD: encode(state.commands)}
 
 
 def load_replay(rows: dict[bytes, bytes]) -> Replay | None:
