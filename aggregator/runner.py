@@ -50,7 +50,7 @@ from healthbus.schema import (
     parse_stream_id,
 )
 
-__all__ = ["Aggregator"]
+__all__ = ["Aggregator", "read_block"]
 
 log = logging.getLogger("healthbus.aggregator")
 
@@ -75,6 +75,17 @@ Entry = tuple[bytes, list[bytes]]
 def _ms(stream_id: bytes | str) -> int:
     raw = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
     return int(raw.split("-", 1)[0])
+
+
+def read_block(until_deadline_ms: int | None, until_tick_ms: float) -> tuple[int, bool]:
+    """How long the next read may block (ms), and whether a deadline is near: then nap
+    towards it and read without blocking. A blocked read ends on Redis's timer tick, up to
+    REDIS_TICK_MS after its block time, so it must end that long before a deadline."""
+    block = MAX_BLOCK_MS
+    near = until_deadline_ms is not None and until_deadline_ms < REDIS_TICK_MS
+    if until_deadline_ms is not None:
+        block = min(block, max(1, until_deadline_ms if near else until_deadline_ms - REDIS_TICK_MS))
+    return int(min(block, max(1.0, until_tick_ms))), near
 
 
 def _raw_reply(response: Any, **options: Any) -> Any:
@@ -246,17 +257,12 @@ class Aggregator:
             if time.monotonic() >= next_tick:
                 await self._tick(client)
                 next_tick = time.monotonic() + self._tick_s
-            block = MAX_BLOCK_MS
             # With a backlog the read answers at once: no need to look for the next deadline.
             deadline = None if backlog else folder.next_deadline_ms()
-            near = False
-            if deadline is not None:
-                # A blocked read ends on Redis's timer tick, up to REDIS_TICK_MS after its
-                # block time: wake that much before a deadline, then nap the rest of the way.
-                until = deadline - self._redis_now()
-                near = until < REDIS_TICK_MS
-                block = min(block, max(1, until if near else until - REDIS_TICK_MS))
-            block = int(min(block, max(1.0, (next_tick - time.monotonic()) * 1000)))
+            block, near = read_block(
+                None if deadline is None else deadline - self._redis_now(),
+                (next_tick - time.monotonic()) * 1000,
+            )
             # Held commands wait for a read that begins after them (intake.py): soon.
             if self.intake or near:
                 await anyio.sleep(min(block, NAP_MS) / 1000)
