@@ -30,6 +30,11 @@ class Replay(msgspec.Struct, kw_only=True):
     #: Services removed after `cursor`, with the cursor of the commit that removed them.
     gone: dict[str, str] = msgspec.field(default_factory=dict)
 
+    @classmethod
+    def at(cls, cursor: str, clock: Clock, gone: dict[str, str] | None = None) -> Replay:
+        """The position `cursor`, where the fold's clock is `clock`."""
+        return cls(cursor=cursor, clock=msgspec.Raw(encode(clock)), gone=gone or {})
+
     def pruned(self) -> Replay:
         """Without the removals at or before `cursor` (never re-read)."""
         at = _key(self.cursor)

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import anyio
-import msgspec
 import redis.asyncio as aioredis
 
 from aggregator import scripts
@@ -148,7 +147,7 @@ class Aggregator:
         self.cursor = "0-0"
         self.as_of = "0-0"
         #: The committed replay position (persist.Replay), and the flush in progress.
-        self.replay = Replay(cursor="0-0", clock=msgspec.Raw(encode(FoldState().clock)))
+        self.replay = Replay.at("0-0", FoldState().clock)
         self._flush: Flush | None = None
         #: Entries up to this were read by an earlier leader and may be in a row already
         #: (checked one by one); None once the reads are past it. Dead letters of entries
@@ -401,7 +400,7 @@ class Aggregator:
         share = self._tick_s / max(self.config.sla_flush_s, self._tick_s)
         folder.account(math.ceil(len(folder.state.services) * share))
         if self._flush is None:
-            start = Replay(cursor=self.cursor, clock=msgspec.Raw(encode(folder.state.clock)))
+            start = Replay.at(self.cursor, folder.state.clock)
             self._flush = Flush(folder.state, start)
 
     async def _flush_step(self, client: AsyncClient, flush: Flush) -> None:
@@ -494,7 +493,7 @@ class Aggregator:
         parts = build_parts(state, transitions, cursor=cursor, flush=flush, all_rows=self._all_rows)
         replay = self.replay
         if not state.pending.state:  # every row written: re-read from here
-            replay = Replay(cursor=cursor, clock=msgspec.Raw(encode(state.clock)))
+            replay = Replay.at(cursor, state.clock)
         elif done is not None and _id_key(done.replay.cursor) > _id_key(replay.cursor):
             replay = Replay(cursor=done.replay.cursor, clock=done.replay.clock)
         gone = {**self.replay.gone, **{n: cursor for p in parts for n in p.removed}}
@@ -649,8 +648,8 @@ class Aggregator:
         self.update_id, self.invalid, self.gaps = meta.update_id, meta.invalid, meta.gaps
         replay = load_replay(rows)
         if replay is None or _id_key(replay.cursor) >= _id_key(meta.as_of):
-            clock = msgspec.Raw(encode(self.folder.state.clock))
-            replay = Replay(cursor=meta.as_of, clock=clock, gone=replay.gone if replay else {})
+            gone = replay.gone if replay else None
+            replay = Replay.at(meta.as_of, self.folder.state.clock, gone)
         self.replay, self.cursor = replay, replay.cursor
         self._dead_until = _id_key(meta.as_of)
         self._replay_from_rows()
@@ -689,8 +688,7 @@ class Aggregator:
             pending = self.folder.state.pending
             pending.urgent |= set(self.folder.state.services)
             pending.state |= set(self.folder.state.services)
-            clock = msgspec.Raw(encode(self.folder.state.clock))
-            self.replay = Replay(cursor="0-0", clock=clock)
+            self.replay = Replay.at("0-0", self.folder.state.clock)
             self._replay_from_rows()
 
     def _drop_leadership(self) -> None:
