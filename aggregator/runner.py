@@ -172,6 +172,9 @@ class Aggregator:
         # Redis server time, extrapolated between samples with the monotonic clock.
         self._time_base = (0, 0.0)
         self._blind_since_ms: int | None = None
+        #: Transitions of a commit that did not go through: sent again with the next one
+        #: unless the state is reloaded from Redis (which then holds what did go through).
+        self._unsent: list[Transition] = []
         self._lag_ms = 0
         self._buffer_s = 0.0
         self.is_leader = anyio.Event()
@@ -234,8 +237,10 @@ class Aggregator:
 
     async def _renew(self) -> None:
         """Extend the lease, or raise NotLeader when another aggregator holds it now."""
-        sent = time.monotonic()
-        if not await self._renew_script(keys=[self.keys.leader], args=[self.token, self._ttl_ms]):
+        sent_ms, sent = self._redis_now(), time.monotonic()
+        renewed = await self._renew_script(keys=[self.keys.leader], args=[self.token, self._ttl_ms])
+        self._grant_stall(sent_ms, sent, 0)
+        if not renewed:
             raise NotLeader("the lease expired before it was renewed")
         self._lease_sure_until = sent + self.config.lease_ttl_s / 2
 
@@ -490,6 +495,9 @@ class Aggregator:
         folder = self.folder
         assert folder is not None
         state = folder.state
+        if self._unsent:
+            transitions = [*self._unsent, *transitions]
+        self._unsent = transitions
         parts = build_parts(state, transitions, cursor=cursor, flush=flush, all_rows=self._all_rows)
         replay = self.replay
         if not state.pending.state:  # every row written: re-read from here
@@ -512,6 +520,7 @@ class Aggregator:
             await self._commit(client, part, self.cursor, None)
         await self._commit(client, parts[-1], cursor, trim)
         self.replay = replay
+        self._unsent = []
         self._all_rows = False
         self.dirty = False
 
@@ -577,7 +586,7 @@ class Aggregator:
         if verdict == "NOTLEADER":
             raise NotLeader("another aggregator holds the lease")
         if verdict == "RESET":
-            self._start_new_dataset()
+            self._redis_emptied()
             raise NotLeader("Redis lost the committed state (restarted empty); rewriting it")
         self.committed_meta = True
         self.cursor, self.as_of = cursor, as_of
@@ -636,14 +645,14 @@ class Aggregator:
                 self.folder = self._new_folder(FoldState())
                 self._start_new_dataset()
             elif self.committed_meta:
-                # Redis restarted empty under us: keep what we know and write it all again.
-                self._start_new_dataset()
+                self._redis_emptied()
             return
         mine = (self.gen, self.seq, self.as_of)
         if self.folder is not None and not self.dirty and (meta.gen, meta.seq, meta.as_of) == mine:
             return
         rows: Any = await client.hgetall(self.keys.state)
         self.folder = self._new_folder(load_state(rows))
+        self._unsent = []
         self.gen, self.seq, self.as_of = meta.gen, meta.seq, meta.as_of
         self.update_id, self.invalid, self.gaps = meta.update_id, meta.invalid, meta.gaps
         replay = load_replay(rows)
@@ -673,6 +682,18 @@ class Aggregator:
     def _new_folder(self, state: FoldState) -> Folder:
         self.intake = Intake(state.commands.cursor)
         return Folder(state, self.rules, max_services=self.config.max_services)
+
+    def _redis_emptied(self) -> None:
+        """Redis lost what we committed (restarted empty, flushed): keep what we know and
+        write it all again, transitions not yet sent included. The heartbeats it held past
+        our watermark are gone unread: blind time (design.md, "Time"), granted on leading
+        again, or the fleet would read as silent for as long as we could not read it."""
+        assert self.folder is not None
+        clock = self.folder.state.clock
+        since = clock.to_wall(clock.now_v)
+        if self._blind_since_ms is None or since < self._blind_since_ms:
+            self._blind_since_ms = since
+        self._start_new_dataset()
 
     def _start_new_dataset(self) -> None:
         """A new generation: everything we hold is written again, the stream read from 0."""

@@ -10,7 +10,9 @@ the group reader gets its group back (NOGROUP) and goes on.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -24,7 +26,7 @@ import redis.asyncio as aioredis
 
 from healthbus.config import Config
 from healthbus.embedded import RedisServer
-from healthbus.schema import Meta
+from healthbus.schema import Meta, Transition, encode
 from publishers import Publisher
 from tests.faults.conftest import Figures, Processes, theirs
 from tests.support import wait_until
@@ -219,3 +221,81 @@ def _lines(processes: Processes, name: str) -> list[str]:
 
 async def _logged(processes: Processes, name: str, needle: str) -> bool:
     return needle in processes.log(name)
+
+
+async def test_redis_emptied_while_the_aggregator_was_stopped(
+    config: Config, redis: aioredis.Redis, processes: Processes
+) -> None:
+    """The aggregator is stopped (SIGSTOP) while its read waits; a failing service's first
+    heartbeat answers that read, then a steady service heartbeats for three intervals, then
+    Redis is flushed. Resumed, the aggregator folds the failing heartbeat, its commit is
+    refused (the lease went with the data), and it writes what it knows again as a new
+    generation. Nothing may be lost or made up on the way: the `error` transition it could
+    not commit is in the new generation, and the steady service, whose heartbeats were
+    flushed unread (blind time), was never reported silent."""
+    aggregator = processes.start("aggregator", "aggregator", "--name", "agg")
+    steady = _Steady(redis, config.keys.heartbeats)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(steady.run)
+        first = await wait_until(lambda: _with_services(redis, config, 1), timeout=20)
+        steady.held = True
+        flaky = {"v": 1, "service": "flaky", "interval_s": 60, "ok": False, "error": "boom"}
+        while True:  # stopped while Redis holds its read open, so the failing entry answers it
+            await wait_until(lambda: _reading(redis))
+            aggregator.send_signal(signal.SIGSTOP)
+            if await _reading(redis):
+                await redis.xadd(config.keys.heartbeats, {"m": encode(flaky)})
+                break
+            aggregator.send_signal(signal.SIGCONT)
+        steady.held = False
+        await anyio.sleep(3 * STEADY_INTERVAL_S)  # heartbeats it cannot read before the flush
+        await redis.flushall()
+        aggregator.send_signal(signal.SIGCONT)
+
+        async def rewritten() -> Meta | None:
+            m = await _with_services(redis, config, 2)
+            return m if m is not None and m.gen != first.gen and m.seq > 1 else None
+
+        second = await wait_until(rewritten, timeout=20)
+        steady.stop = True
+        tg.cancel_scope.cancel()
+
+    rows = await redis.xrange(config.keys.transitions)
+    transitions = [msgspec.json.decode(f[b"m"], type=Transition) for _, f in rows]
+    mine = [(t.service, t.event) for t in transitions if theirs(t.service)]
+    assert ("flaky", "healthbus.service.error") in mine, mine
+    assert {e for s, e in mine if s == "steady"} <= {"healthbus.service.appeared"}, mine
+    snapshot = await redis.hgetall(config.keys.snapshot)
+    assert json.loads(snapshot[b"flaky"])["status"] == "error"
+    assert json.loads(snapshot[b"steady"])["status"] == "healthy"
+    assert second.blind_ms >= 2 * STEADY_INTERVAL_S * 1000, second
+
+
+STEADY_INTERVAL_S = 1
+STEADY = {"v": 1, "service": "steady", "interval_s": STEADY_INTERVAL_S, "ok": True}
+
+
+@dataclass
+class _Steady:
+    """A service heartbeating every 0.2 s (interval 1 s), unless `held`."""
+
+    redis: aioredis.Redis
+    key: str
+    held: bool = False
+    stop: bool = False
+
+    async def run(self) -> None:
+        while not self.stop:
+            if not self.held:
+                with contextlib.suppress(aioredis.ConnectionError, aioredis.TimeoutError):
+                    await self.redis.xadd(self.key, {"m": encode(STEADY)})
+            await anyio.sleep(0.2)
+
+
+async def _reading(redis: aioredis.Redis) -> bool:
+    """Whether Redis holds the aggregator's read open (blocked in XREAD)."""
+    clients = await redis.client_list()
+    return any(
+        c["name"] == "healthbus-aggregator" and c["cmd"] == "xread" and "b" in c["flags"]
+        for c in clients
+    )
