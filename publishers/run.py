@@ -52,6 +52,8 @@ FLUSH_TIMEOUT_S: Final = 2.0
 STDERR_KEEP_BYTES: Final = 8192
 #: Signals passed on to the command; SIGINT from a terminal reaches it directly.
 FORWARDED_SIGNALS: Final = (signal.SIGTERM, signal.SIGHUP)
+#: Any length: what matters is that Popen.wait with a timeout naps rather than blocks.
+WAIT_S: Final = 60.0
 _SEPARATOR: Final = " | "
 _INVALID_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.:-]")
 
@@ -175,12 +177,22 @@ def run_command(
         )
         pump.start()
         forwarder.attach(proc)
-        returncode = proc.wait()
+        returncode = _wait(proc)
     pump.join(timeout=1.0)  # a daemon the command left behind may hold the pipe open
     code = exit_code(returncode)
     error = None if returncode == 0 else failure_text(returncode, tail.text())
     _finish(publisher, service, interval_s, started, code, error)
     return code
+
+
+def _wait(proc: subprocess.Popen[bytes]) -> int:
+    """`proc.wait()` in naps (Popen's own, 50 ms at most, with a timeout), not one blocking
+    waitpid: the kernel may hand a SIGTERM to another thread of this process, and then its
+    handler, which passes it on, runs only once the main thread runs Python again. Blocked
+    in waitpid, that was when the command ended by itself: the signal came too late."""
+    while True:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return proc.wait(timeout=WAIT_S)
 
 
 def _finish(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -106,6 +108,31 @@ def test_sigterm_is_passed_on_and_reported(config: Config) -> None:
     proc.stdout.close()
     end = wait_until_sync(lambda: [hb for hb in beats(config) if hb.phase == "end"])[0]
     assert end.error == "killed by SIGTERM (exit code 143)"
+
+
+def test_sigterm_taken_by_another_thread_is_passed_on(config: Config) -> None:
+    """The kernel may hand a process's SIGTERM to any of its threads (here, by its thread id,
+    to one that is not the main thread), while the main thread waits for the command."""
+    proc = subprocess.Popen(
+        command(config, "--service", "slow", "--", "sh", "-c", "echo ready; exec sleep 30"),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "ready\n"
+    tasks = Path(f"/proc/{proc.pid}/task")
+
+    def waiting() -> list[int]:
+        """Other threads' ids, once the main thread sleeps outside a lock (in the wait)."""
+        main = tasks / str(proc.pid)
+        others = [int(t.name) for t in tasks.iterdir() if t.name != str(proc.pid)]
+        state = (main / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        sleeping = state == "S" and "futex" not in (main / "wchan").read_text()
+        return others if sleeping and len(others) >= 2 else []  # the sender and the pump
+
+    os.kill(wait_until_sync(waiting)[0], signal.SIGTERM)
+    assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+    proc.stdout.close()
 
 
 def test_a_missing_command_exits_127_and_is_reported(config: Config) -> None:
