@@ -127,6 +127,7 @@ def build_parts(
         part.transitions = [t for t in transitions if t.service in part.names]
     pending.urgent.clear()
     pending.removed.clear()
+    pending.shrink()
     return parts
 
 

@@ -98,7 +98,7 @@ def roots(
 
 def relink(state: FoldState, svc: Service) -> None:
     """Keep `svc`'s dependencies (its live instances' `depends_on`) and the graph current."""
-    deps = sorted({d for i in svc.instances.values() for d in i.depends_on or ()})
+    deps = tuple(sorted({d for i in svc.instances.values() for d in i.depends_on or ()}))
     if deps == svc.depends_on:
         return
     state.graph.link(svc.name, svc.depends_on, deps)
@@ -126,9 +126,9 @@ def _refresh(state: FoldState, names: Iterable[str]) -> None:
     """Recompute the root causes these services are affected by."""
     services = state.services
 
-    def depends_on(name: str) -> list[str]:
+    def depends_on(name: str) -> tuple[str, ...]:
         dep = services.get(name)
-        return dep.depends_on if dep is not None else []
+        return dep.depends_on if dep is not None else ()
 
     def status(name: str) -> Status | None:
         dep = services.get(name)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from aggregator.state import Service
 
 __all__ = [
+    "HEALTHY_RUNS",
     "HEALTHY_WINDOW",
     "WINDOW",
     "differs",
@@ -32,15 +33,17 @@ __all__ = [
 
 WINDOW: Final = 21
 _LETTER: Final[dict[str, str]] = {"unknown": "u", "healthy": "h", "degraded": "d", "error": "e"}
-#: A full window of healthy observations.
-HEALTHY_WINDOW: Final = _LETTER["healthy"] * WINDOW
+#: Windows of healthy observations only, by length: one string each, shared by all services.
+HEALTHY_RUNS: Final = tuple(_LETTER["healthy"] * n for n in range(WINDOW + 1))
+HEALTHY_WINDOW: Final = HEALTHY_RUNS[WINDOW]
 _WEIGHTS: Final = tuple(0.8 + 0.4 * i / (WINDOW - 2) for i in range(WINDOW - 1))
 
 
 def record(window: str, status: Status) -> str:
     """The window after one more observation (a steady one shared by all services)."""
     window = (window + _LETTER[status])[-WINDOW:]
-    return HEALTHY_WINDOW if window == HEALTHY_WINDOW else window
+    healthy = HEALTHY_RUNS[len(window)]
+    return healthy if window == healthy else window
 
 
 def differs(window: str, status: Status) -> bool:

@@ -7,13 +7,14 @@ FoldState they are given and return the transitions they caused.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from datetime import datetime
 
 from msgspec.structs import replace
 
 from aggregator.dependencies import FAILING, relink, status_changed
-from aggregator.flapping import HEALTHY_WINDOW, WINDOW, judge_flapping
+from aggregator.flapping import HEALTHY_RUNS, HEALTHY_WINDOW, WINDOW, judge_flapping
 from aggregator.grace import grace_ms, learn, learn_from
 from aggregator.hysteresis import observe
 from aggregator.judgement import EVENT_PREFIX, Judgement
@@ -70,6 +71,7 @@ class Folder(Judgement):
         svc = state.services.get(hb.service)
         if svc is not None and self._refresh(svc, hb, at_ms, v):
             return out
+        hb = _interned(hb)
         # Judge at the watermark: an entry may be a few ms behind an extrapolated `now`.
         now = state.clock.now_v
         if svc is None:
@@ -174,7 +176,7 @@ class Folder(Judgement):
             record_duration(svc, at_ms, hb.duration_ms, self.state.ledger)
         svc.last_v = v
         if flap and len(svc.flap_window) < WINDOW:
-            svc.flap_window = HEALTHY_WINDOW[: len(svc.flap_window) + 1]  # full: shared
+            svc.flap_window = HEALTHY_RUNS[len(svc.flap_window) + 1]
         pending = self.state.pending
         pending.state.add(svc.name)
         (pending.fresh if same else pending.deferred).add(svc.name)
@@ -435,6 +437,16 @@ class Folder(Judgement):
         return [transition]
 
 
+def _interned(hb: Heartbeat) -> Heartbeat:
+    """`hb` with its kind and instance names interned: a fleet repeats a few kinds and hosts
+    across thousands of services, and each kept heartbeat held copies of its own."""
+    kind = sys.intern(hb.kind)
+    instance = None if hb.instance is None else sys.intern(hb.instance)
+    if kind is hb.kind and instance is hb.instance:
+        return hb
+    return replace(hb, kind=kind, instance=instance)
+
+
 def _deps(inst: Instance | None) -> list[str] | None:
     return inst.depends_on if inst is not None else None
 
@@ -480,7 +492,7 @@ def view(svc: Service) -> ServiceView:
         details=hb.details if hb else None,
         error=error,
         hint=hb.hint if hb else None,
-        depends_on=svc.depends_on or None,
+        depends_on=list(svc.depends_on) or None,
         incident=svc.incident,
         flapping=svc.flapping,
         affected_by=svc.affected_by,

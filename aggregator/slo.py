@@ -41,16 +41,18 @@ def record(svc: Service, member: str, start: int, end: int) -> None:
     if member in ("healthy_ms", "degraded_ms"):
         return
     slot = 0 if member == "error_ms" else 1
+    minutes = svc.slo_minutes if svc.slo_minutes is not None else {}
     a = start
     while a < end:
         minute = a - a % MINUTE_MS
         b = min(end, minute + MINUTE_MS)
-        tally = svc.slo_minutes.setdefault(minute // MINUTE_MS, [0, 0])
+        tally = minutes.setdefault(minute // MINUTE_MS, [0, 0])
         tally[slot] += b - a
         a = b
     oldest = (end - KEEP_MS) // MINUTE_MS
-    for minute in [m for m in svc.slo_minutes if m < oldest]:
-        del svc.slo_minutes[minute]
+    for minute in [m for m in minutes if m < oldest]:
+        del minutes[minute]
+    svc.slo_minutes = minutes or None  # most services: none, and no empty dict each
 
 
 def burn_rates(svc: Service, now_ms: int, target_pct: float) -> list[float]:
@@ -61,7 +63,7 @@ def burn_rates(svc: Service, now_ms: int, target_pct: float) -> list[float]:
         start = max(now_ms - window, svc.slo_since if svc.slo_since is not None else now_ms)
         first = start // MINUTE_MS
         bad = unseen = 0
-        for minute, (error_ms, other_ms) in svc.slo_minutes.items():
+        for minute, (error_ms, other_ms) in (svc.slo_minutes or {}).items():
             if minute >= first:
                 bad, unseen = bad + error_ms, unseen + other_ms
         known = now_ms - start - unseen

@@ -61,8 +61,9 @@ class Service(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     interval_s: float = 60.0
     last_v: int = 0
     deadline_v: int | None = None
-    #: Union of the live instances' `depends_on`, sorted.
-    depends_on: list[str] = msgspec.field(default_factory=list)
+    #: Union of the live instances' `depends_on`, sorted (a tuple: most have none, and
+    #: share the empty one).
+    depends_on: tuple[str, ...] = ()
     #: The deepest failing dependencies (root causes), while any fails.
     affected_by: list[str] | None = None
     #: When the open incident began, and the root cause it was opened under.
@@ -82,7 +83,7 @@ class Service(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     #: SLO (slo.py): accounted since, the minutes of the last six hours that were not all
     #: good (minute -> [error ms, unknown or blind ms]), and whether it burns too fast.
     slo_since: int | None = None
-    slo_minutes: dict[int, list[int]] = msgspec.field(default_factory=dict)
+    slo_minutes: dict[int, list[int]] | None = None
     slo_burning: bool = False
     #: The cursor of the commit that last wrote this row: every heartbeats-stream entry up
     #: to it is folded in. A new leader re-reads from the replay position (persist.Replay),
@@ -125,6 +126,13 @@ class Pending:
 
     def __bool__(self) -> bool:
         return bool(self.urgent or self.deferred or self.fresh or self.removed or self.state)
+
+    def shrink(self) -> None:
+        """Give back the tables of emptied sets. A set never shrinks as names are taken out
+        one by one (as the flush does), so a fleet flushed once kept tables its own size."""
+        for names in (self.deferred, self.fresh, self.state):
+            if not names:
+                names.clear()
 
 
 class FoldState:

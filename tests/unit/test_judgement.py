@@ -158,7 +158,7 @@ def test_dependencies_follow_the_live_instances() -> None:
     assert folder.state.services["api"].affected_by == ["db"]
     folder.apply(hb("api", instance="a", goodbye=True), T0 + 1)
     svc = folder.state.services["api"]
-    assert (svc.depends_on, svc.affected_by) == ([], None)
+    assert (svc.depends_on, svc.affected_by) == ((), None)
 
 
 # -- incidents -------------------------------------------------------------------------
