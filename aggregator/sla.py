@@ -15,6 +15,7 @@ in the same Lua script: a crash never loses or doubles a span. Pure: no I/O, no 
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -49,8 +50,10 @@ BASE: Final = 1.05
 _LOG_BASE: Final = math.log(BASE)
 
 
+@functools.lru_cache(maxsize=1024)
 def bucket_field(resolution: str, bucket_ms: int) -> str:
-    """The rollup hash field of a bucket: `YYYY-MM-DD`, `…THH` or `…THH:MM` (UTC)."""
+    """The rollup hash field of the bucket starting at `bucket_ms`: `YYYY-MM-DD`, `…THH` or
+    `…THH:MM` (UTC). Cached: the rollups of every service in a commit name the same few."""
     return time.strftime(_FORMATS[resolution], time.gmtime(bucket_ms // 1000))
 
 
@@ -138,6 +141,7 @@ class Ledger:
             if not keep:
                 continue
             size = RESOLUTIONS[resolution]
+            cutoff = max(0, now_ms - keep)  # its bucket's start names it too, and is cached
             out.append(
                 RollupWrite(
                     resolution=resolution,
@@ -146,7 +150,7 @@ class Ledger:
                     delta=encode(tallies.get((resolution, bucket), {})),
                     absolute=encode(absolute.get(bucket, {}) if resolution == "day" else {}),
                     ttl_ms=keep + size,
-                    cutoff=bucket_field(resolution, max(0, now_ms - keep)),
+                    cutoff=bucket_field(resolution, cutoff - cutoff % size),
                 )
             )
         return out

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from aggregator.fold import Folder
 from aggregator.rules import Rules
-from aggregator.sla import Ledger, bucket_field, p95, record_duration
+from aggregator.sla import RESOLUTIONS, Ledger, bucket_field, p95, record_duration
 from aggregator.state import FoldState, Service
 from healthbus.config import Config
 from healthbus.schema import Heartbeat
@@ -115,6 +115,13 @@ def test_fields_and_p95() -> None:
     for ms in range(1, 101):
         record_duration(svc, T0, float(ms), ledger)
     assert p95(svc.sla_hist) == pytest.approx(95, rel=0.025)
+
+
+@given(st.sampled_from(sorted(RESOLUTIONS)), st.integers(0, 4_102_444_800_000))
+def test_a_bucket_is_named_by_its_start(resolution: str, ms: int) -> None:
+    """The cutoff of a rollup is named by its bucket's start (cached), as by any time in it."""
+    size = RESOLUTIONS[resolution]
+    assert bucket_field(resolution, ms - ms % size) == bucket_field.__wrapped__(resolution, ms)
 
 
 def test_bare_rules_write_no_rollups() -> None:
