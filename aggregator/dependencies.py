@@ -98,6 +98,8 @@ def roots(
 
 def relink(state: FoldState, svc: Service) -> None:
     """Keep `svc`'s dependencies (its live instances' `depends_on`) and the graph current."""
+    if not svc.depends_on and not any(i.depends_on for i in svc.instances.values()):
+        return  # most services: none before, none now
     deps = tuple(sorted({d for i in svc.instances.values() for d in i.depends_on or ()}))
     if deps == svc.depends_on:
         return
