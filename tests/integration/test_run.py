@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -95,31 +96,32 @@ def test_the_stderr_tail_is_scrubbed_and_the_exit_code_kept(config: Config) -> N
     assert end.error == "exit code 3: connect redis://app:***@cache failed | password=***"
 
 
-def test_sigterm_is_passed_on_and_reported(config: Config) -> None:
-    proc = subprocess.Popen(
+@pytest.fixture
+def slow_job(config: Config) -> Iterator[subprocess.Popen[str]]:
+    """`healthbus run` of a 30-second command, once the command runs; killed if still there."""
+    with subprocess.Popen(
         command(config, "--service", "slow", "--", "sh", "-c", "echo ready; exec sleep 30"),
         stdout=subprocess.PIPE,
         text=True,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline() == "ready\n"
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
-    proc.stdout.close()
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        yield proc
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_sigterm_is_passed_on_and_reported(config: Config, slow_job: subprocess.Popen[str]) -> None:
+    slow_job.send_signal(signal.SIGTERM)
+    assert slow_job.wait(timeout=30) == 128 + signal.SIGTERM
     end = wait_until_sync(lambda: [hb for hb in beats(config) if hb.phase == "end"])[0]
     assert end.error == "killed by SIGTERM (exit code 143)"
 
 
-def test_sigterm_taken_by_another_thread_is_passed_on(config: Config) -> None:
+def test_sigterm_taken_by_another_thread_is_passed_on(slow_job: subprocess.Popen[str]) -> None:
     """The kernel may hand a process's SIGTERM to any of its threads (here, by its thread id,
     to one that is not the main thread), while the main thread waits for the command."""
-    proc = subprocess.Popen(
-        command(config, "--service", "slow", "--", "sh", "-c", "echo ready; exec sleep 30"),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline() == "ready\n"
+    proc = slow_job
     tasks = Path(f"/proc/{proc.pid}/task")
 
     def waiting() -> list[int]:
@@ -132,7 +134,6 @@ def test_sigterm_taken_by_another_thread_is_passed_on(config: Config) -> None:
 
     os.kill(wait_until_sync(waiting)[0], signal.SIGTERM)
     assert proc.wait(timeout=20) == 128 + signal.SIGTERM
-    proc.stdout.close()
 
 
 def test_a_missing_command_exits_127_and_is_reported(config: Config) -> None:
