@@ -240,13 +240,15 @@ async def test_redis_emptied_while_the_aggregator_was_stopped(
         first = await wait_until(lambda: _with_services(redis, config, 1), timeout=20)
         steady.held = True
         flaky = {"v": 1, "service": "flaky", "interval_s": 60, "ok": False, "error": "boom"}
-        while True:  # stopped while Redis holds its read open, so the failing entry answers it
+        for _ in range(20):  # stopped while Redis holds its read open: the entry answers it
             await wait_until(lambda: _reading(redis))
             aggregator.send_signal(signal.SIGSTOP)
             if await _reading(redis):
                 await redis.xadd(config.keys.heartbeats, {"m": encode(flaky)})
                 break
             aggregator.send_signal(signal.SIGCONT)
+        else:
+            raise AssertionError("never stopped the aggregator while its read was open")
         steady.held = False
         await anyio.sleep(3 * STEADY_INTERVAL_S)  # heartbeats it cannot read before the flush
         await redis.flushall()
