@@ -98,9 +98,10 @@ def roots(
 
 def relink(state: FoldState, svc: Service) -> None:
     """Keep `svc`'s dependencies (its live instances' `depends_on`) and the graph current."""
-    if not svc.depends_on and not any(i.depends_on for i in svc.instances.values()):
+    lists = [i.depends_on for i in svc.instances.values() if i.depends_on]
+    if not lists and not svc.depends_on:
         return  # most services: none before, none now
-    deps = tuple(sorted({d for i in svc.instances.values() for d in i.depends_on or ()}))
+    deps = tuple(sorted({d for names in lists for d in names}))
     if deps == svc.depends_on:
         return
     state.graph.link(svc.name, svc.depends_on, deps)
