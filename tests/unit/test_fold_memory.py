@@ -1,0 +1,67 @@
+"""What the fold keeps per service is shared wherever services repeat each other, and what
+it no longer needs is given back (BENCHMARKS.md, "memory"). Heartbeats are decoded from
+bytes, as the aggregator gets them, so that each holds strings of its own."""
+
+from __future__ import annotations
+
+import sys
+
+from aggregator.commit import build_parts
+from aggregator.flapping import HEALTHY_RUNS
+from aggregator.fold import Folder
+from aggregator.rules import Rules
+from aggregator.slo import record
+from aggregator.state import FoldState, Service
+from healthbus.config import Config
+from healthbus.schema import Heartbeat, decode_heartbeat, encode
+
+T0 = 1_767_225_600_000
+RULES = Rules.from_config(Config())
+
+
+def beat(service: str, **fields: object) -> Heartbeat:
+    body = {"v": 1, "service": service, "interval_s": 10, "ok": True, **fields}
+    return decode_heartbeat(encode(body))
+
+
+def test_services_share_their_kind_and_instance_names() -> None:
+    folder = Folder(FoldState(), RULES)
+    for name in ("alpha", "beta"):
+        folder.apply(beat(name, kind="consumer", instance="worker-host-17:8080"), T0)
+    a, b = (folder.state.services[n] for n in ("alpha", "beta"))
+    ia, ib = a.instances["worker-host-17:8080"], b.instances["worker-host-17:8080"]
+    assert a.kind is b.kind is ia.hb.kind is ib.hb.kind
+    assert ia.hb.instance is ib.hb.instance
+
+
+def test_young_healthy_services_share_their_flap_window() -> None:
+    folder = Folder(FoldState(), RULES)
+    for i in range(3):
+        for name in ("alpha", "beta"):
+            folder.apply(beat(name), T0 + i * 10_000)
+    a, b = (folder.state.services[n] for n in ("alpha", "beta"))
+    assert a.flap_window is b.flap_window is HEALTHY_RUNS[3]
+
+
+def test_a_flushed_fleet_leaves_no_large_pending_sets() -> None:
+    folder = Folder(FoldState(), RULES)
+    names = [f"svc-{i}" for i in range(5000)]
+    for i in range(2):
+        for name in names:
+            folder.apply(beat(name), T0 + i * 10_000)
+    pending = folder.state.pending
+    assert len(pending.fresh) == len(names)  # steady repeats, left for the flush
+    build_parts(folder.state, [], cursor=f"{T0 + 10_000}-0", flush=set(names))
+    assert not pending
+    empty = sys.getsizeof(set())
+    assert [sys.getsizeof(s) for s in (pending.fresh, pending.deferred, pending.state)] == [
+        empty
+    ] * 3
+
+
+def test_a_service_holds_no_empty_containers() -> None:
+    svc = Service(name="alpha", kind="perpetual", since_ms=T0)
+    record(svc, "healthy_ms", T0, T0 + 60_000)  # good time: no SLO minute kept
+    assert (svc.depends_on, svc.slo_minutes) == ((), None)
+    record(svc, "error_ms", T0, T0 + 1000)
+    assert svc.slo_minutes == {T0 // 60_000: [1000, 0]}
