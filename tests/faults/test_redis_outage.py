@@ -42,6 +42,8 @@ FROZEN_S = 10.0
 AFTER_S = 3.0
 BUFFER = 10_000
 BATCH = 500
+STEADY_INTERVAL_S = 1
+STEADY = {"v": 1, "service": "steady", "interval_s": STEADY_INTERVAL_S, "ok": True}
 
 
 @pytest.fixture
@@ -259,7 +261,6 @@ async def test_redis_emptied_while_the_aggregator_was_stopped(
             return m if m is not None and m.gen != first.gen and m.seq > 1 else None
 
         second = await wait_until(rewritten, timeout=20)
-        steady.stop = True
         tg.cancel_scope.cancel()
 
     rows = await redis.xrange(config.keys.transitions)
@@ -273,21 +274,17 @@ async def test_redis_emptied_while_the_aggregator_was_stopped(
     assert second.blind_ms >= 2 * STEADY_INTERVAL_S * 1000, second
 
 
-STEADY_INTERVAL_S = 1
-STEADY = {"v": 1, "service": "steady", "interval_s": STEADY_INTERVAL_S, "ok": True}
-
-
 @dataclass
 class _Steady:
-    """A service heartbeating every 0.2 s (interval 1 s), unless `held`."""
+    """A service heartbeating every 0.2 s (interval 1 s), unless `held`, for at most a
+    minute (the test cancels it long before)."""
 
     redis: aioredis.Redis
     key: str
     held: bool = False
-    stop: bool = False
 
     async def run(self) -> None:
-        while not self.stop:
+        for _ in range(300):
             if not self.held:
                 with contextlib.suppress(aioredis.ConnectionError, aioredis.TimeoutError):
                     await self.redis.xadd(self.key, {"m": encode(STEADY)})
