@@ -172,6 +172,10 @@ class Aggregator:
         # Redis server time, extrapolated between samples with the monotonic clock.
         self._time_base = (0, 0.0)
         self._blind_since_ms: int | None = None
+        #: Blind spans granted since the last commit. A state reloaded from Redis lacks them:
+        #: then they are queued, and granted again as its fold reaches each one's start.
+        self._granted: list[tuple[int, int]] = []
+        self._queued: list[tuple[int, int]] = []
         #: Transitions of a commit that did not go through: sent again with the next one
         #: unless the state is reloaded from Redis (which then holds what did go through).
         self._unsent: list[Transition] = []
@@ -308,6 +312,8 @@ class Aggregator:
         count = len(entries)
         for i, (raw_id, fields) in enumerate(entries, 1):
             at_ms = int(raw_id.partition(b"-")[0])
+            if self._queued:
+                transitions += self._grant_reached(at_ms, dead)
             if self.intake:
                 transitions += self.intake.release(folder, at_ms, dead)
             raw = _message(fields)
@@ -332,6 +338,8 @@ class Aggregator:
             last = i == count
             if last or len(folder.state.pending.urgent) >= MAX_SERVICES or size >= MAX_BYTES // 2:
                 now = self._watermark(entries, at_ms, sent_ms) if last else at_ms
+                if self._queued:
+                    transitions += self._grant_reached(now, dead)
                 if last and self.intake and count < self.config.read_count:
                     transitions += self.intake.release(folder, sent_ms - 1, dead)
                 transitions += folder.expire(self.intake.first_ms(now))
@@ -340,7 +348,8 @@ class Aggregator:
         if not entries:
             # The read waited `block_ms` and nothing came: Redis time passed at least that far.
             folded = folder.state.commands.cursor
-            expired = self.intake.release(folder, sent_ms - 1, dead) if self.intake else []
+            expired = self._grant_reached(sent_ms + block_ms, dead) if self._queued else []
+            expired += self.intake.release(folder, sent_ms - 1, dead) if self.intake else []
             expired += folder.expire(self.intake.first_ms(sent_ms + block_ms))
             changed = folded != folder.state.commands.cursor
             if expired or changed or folder.state.pending.urgent:
@@ -359,8 +368,23 @@ class Aggregator:
         """Declare blind time (Folder.grant); the replay position must then move past it."""
         assert self.folder is not None
         granted = self.folder.grant(blind_from_ms, blind_to_ms)
+        if granted:
+            self._granted.append((blind_from_ms, blind_to_ms))
         self._all_rows = self._all_rows or granted > 0
         return granted
+
+    def _grant_reached(self, upto_ms: int, dead: list[DeadLetter]) -> list[Transition]:
+        """Grant the queued blind spans that begin by `upto_ms`, each with the fold standing
+        at its start: what came before it is folded first, as when it was first granted."""
+        assert self.folder is not None
+        out: list[Transition] = []
+        while self._queued and self._queued[0][0] <= upto_ms:
+            start, end = self._queued.pop(0)
+            if self.intake:
+                out += self.intake.release(self.folder, start, dead)
+            out += self.folder.expire(self.intake.first_ms(start))
+            self._grant(start, end)
+        return out
 
     def _mark_broken(self, exc: InvalidMessage, at_ms: int) -> list[Transition]:
         """A reject naming a valid service sets it to error (its publisher is broken)."""
@@ -520,7 +544,7 @@ class Aggregator:
             await self._commit(client, part, self.cursor, None)
         await self._commit(client, parts[-1], cursor, trim)
         self.replay = replay
-        self._unsent = []
+        self._unsent, self._granted = [], []
         self._all_rows = False
         self.dirty = False
 
@@ -664,7 +688,11 @@ class Aggregator:
         self._replay_from_rows()
         self._all_rows = False
         self.committed_meta = True
-        self._blind_since_ms = None
+        # Blind time seen and not committed: the loaded state lacks it (design.md, "Time").
+        lost = [*self._queued, *self._granted]
+        if self._blind_since_ms is not None:
+            lost.append((self._blind_since_ms, self._redis_now()))
+        self._queued, self._granted, self._blind_since_ms = sorted(lost), [], None
         log.info(
             "loaded %d services from %s, reading again from %s",
             len(self.folder.state.services),

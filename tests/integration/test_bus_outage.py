@@ -71,6 +71,27 @@ async def test_frozen_redis_does_not_age_services(
     await wait_until(lambda: _blind(client, own_config), timeout=10)
 
 
+async def test_frozen_past_the_lease_does_not_age_services(
+    own_redis: RedisServer, own_config: Config, client: aioredis.Redis
+) -> None:
+    """Frozen for longer than the lease: the aggregator, its lease gone, reloads its
+    committed state from Redis, which lacks the blind time it granted and had not committed
+    yet; that time must still count as blind."""
+    config = msgspec.structs.replace(own_config, lease_ttl_s=1.0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(Aggregator(config).run)
+        stop = anyio.Event()
+        tg.start_soon(publish_every, client, config.keys.heartbeats, 0.3, stop)
+        await wait_until(lambda: events(client, config))
+        own_redis.pause()
+        await anyio.sleep(4)  # four intervals, four leases
+        own_redis.resume()
+        await wait_until(lambda: _blind(client, config), timeout=10)
+        await anyio.sleep(1.5)  # heartbeats flow again for a while after the outage
+        stop.set()
+        tg.cancel_scope.cancel()
+
+
 async def _blind(client: aioredis.Redis, config: Config) -> Meta | None:
     raw = await client.hget(config.keys.snapshot, "_meta")
     meta = msgspec.json.decode(raw, type=Meta) if raw else None
