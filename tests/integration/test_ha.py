@@ -105,12 +105,17 @@ async def test_standby_takes_over_in_time_and_a_paused_leader_writes_nothing(
 ) -> None:
     seen: list[tuple[str, int]] = []
 
-    async def watch(stop: anyio.Event) -> None:
-        """The (leader, epoch) of `_meta` each time it changes, while the scenario runs."""
-        while not stop.is_set():
+    async def watch(done: anyio.Event) -> None:
+        """The (leader, epoch) of `_meta` each time it changes, read once more after `done`.
+
+        The last read follows `done`: a leadership that began just before it is never missed.
+        """
+        while True:
             m = await meta(redis, config)
             if m is not None and (not seen or seen[-1] != (m.leader, m.epoch)):
                 seen.append((m.leader, m.epoch))
+            if done.is_set():
+                return
             await anyio.sleep(0.005)
 
     with aggregators(config, tmp_path) as group:
@@ -118,36 +123,38 @@ async def test_standby_takes_over_in_time_and_a_paused_leader_writes_nothing(
         first = await wait_until(lambda: led_by(redis, config, "a"), timeout=20)
         group.start("b")
         await wait_until(lambda: standing_by(redis, 2), timeout=20)
-        stop = anyio.Event()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(publish, redis, config, stop)
-            tg.start_soon(watch, stop)
-            await wait_until(lambda: _has_transitions(redis, config, 3))
+        stop, done = anyio.Event(), anyio.Event()
+        async with anyio.create_task_group() as watching:
+            watching.start_soon(watch, done)
+            async with anyio.create_task_group() as publishing:
+                publishing.start_soon(publish, redis, config, stop)
+                await wait_until(lambda: _has_transitions(redis, config, 3))
 
-            # 1. SIGKILL the leader: the standby commits within TTL + 1 s.
-            group.processes["a"].kill()
-            killed = time.monotonic()
-            second = await wait_until(
-                lambda: led_by(redis, config, "b", first.epoch), timeout=4 * TAKEOVER_BOUND_S
-            )
-            took = time.monotonic() - killed
-            assert took <= TAKEOVER_BOUND_S, f"the standby took {took:.2f} s to commit"
+                # 1. SIGKILL the leader: the standby commits within TTL + 1 s.
+                group.processes["a"].kill()
+                killed = time.monotonic()
+                second = await wait_until(
+                    lambda: led_by(redis, config, "b", first.epoch), timeout=4 * TAKEOVER_BOUND_S
+                )
+                took = time.monotonic() - killed
+                assert took <= TAKEOVER_BOUND_S, f"the standby took {took:.2f} s to commit"
 
-            # 2. SIGSTOP the new leader past its TTL; a third takes over; resume the paused one.
-            group.start("c")
-            await wait_until(lambda: standing_by(redis, 2), timeout=20)
-            group.processes["b"].send_signal(signal.SIGSTOP)
-            # Work it will find on waking: a new service, whose `appeared` must not repeat.
-            await redis.xadd(config.keys.heartbeats, heartbeat("during-pause"))
-            third = await wait_until(
-                lambda: led_by(redis, config, "c", second.epoch), timeout=4 * TAKEOVER_BOUND_S
-            )
-            await wait_until(lambda: redis.hget(config.keys.snapshot, "during-pause"))
-            group.processes["b"].send_signal(signal.SIGCONT)
-            await wait_until(lambda: _logged(group, "b", "lost the leader lease"), timeout=10)
-            stop.set()
-        last = (await redis.xrevrange(config.keys.heartbeats, count=1))[0][0].decode()
-        await wait_until(lambda: caught_up(redis, config, last), timeout=20)
+                # 2. SIGSTOP the new leader past its TTL; a third takes over; resume the paused one.
+                group.start("c")
+                await wait_until(lambda: standing_by(redis, 2), timeout=20)
+                group.processes["b"].send_signal(signal.SIGSTOP)
+                # Work it will find on waking: a new service, whose `appeared` must not repeat.
+                await redis.xadd(config.keys.heartbeats, heartbeat("during-pause"))
+                third = await wait_until(
+                    lambda: led_by(redis, config, "c", second.epoch), timeout=4 * TAKEOVER_BOUND_S
+                )
+                await wait_until(lambda: redis.hget(config.keys.snapshot, "during-pause"))
+                group.processes["b"].send_signal(signal.SIGCONT)
+                await wait_until(lambda: _logged(group, "b", "lost the leader lease"), timeout=10)
+                stop.set()
+            last = (await redis.xrevrange(config.keys.heartbeats, count=1))[0][0].decode()
+            await wait_until(lambda: caught_up(redis, config, last), timeout=20)
+            done.set()
         final = await meta(redis, config)
         assert final is not None and (final.leader, final.epoch) == ("c", third.epoch)
         assert group.processes["b"].poll() is None, "the resumed leader should stand by"
