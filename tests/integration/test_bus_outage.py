@@ -92,6 +92,29 @@ async def test_frozen_past_the_lease_does_not_age_services(
         tg.cancel_scope.cancel()
 
 
+async def test_lease_renewal_stalled_past_the_lease_does_not_age_services(
+    own_config: Config, client: aioredis.Redis
+) -> None:
+    """Writes paused (CLIENT PAUSE WRITE) for longer than the lease, with nothing else in
+    flight: the tick's lease renewal is the call that stalls, and it finds the lease expired
+    when it is answered. That stall alone must count as blind time, though no read or
+    commit stalled and the state is reloaded for the new epoch."""
+    config = msgspec.structs.replace(own_config, lease_ttl_s=1.0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(Aggregator(config).run)
+        stop = anyio.Event()
+        tg.start_soon(publish_every, client, config.keys.heartbeats, 0.3, stop)
+        await wait_until(lambda: events(client, config))
+        first = await _meta(client, config)
+        await client.client_pause(4000, all=False)  # scripts and XADDs wait; reads go on
+        await anyio.sleep(4)  # the pause: four intervals, four leases
+        meta = await wait_until(lambda: _blind(client, config), timeout=10)
+        assert meta.epoch > first.epoch, "the stalled renewal should have lost the lease"
+        await anyio.sleep(1.5)  # heartbeats flow again for a while after the pause
+        stop.set()
+        tg.cancel_scope.cancel()
+
+
 async def _blind(client: aioredis.Redis, config: Config) -> Meta | None:
     raw = await client.hget(config.keys.snapshot, "_meta")
     meta = msgspec.json.decode(raw, type=Meta) if raw else None
