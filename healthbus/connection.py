@@ -38,6 +38,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry as SyncRetry
 
 from healthbus.errors import BusUnavailable, ConfigError
+from healthbus.resp import packing_once
 
 __all__ = [
     "CONNECTION_ERRORS",
@@ -222,8 +223,11 @@ def connect(url: str, *, block_ms: int = 0, name: str | None = None) -> AsyncCli
             **target.auth(),
             **options,
         )
-        return client
-    return aioredis.Redis.from_url(url, **options)
+    else:
+        client = aioredis.Redis.from_url(url, **options)
+    pool = client.connection_pool
+    pool.connection_class = packing_once(pool.connection_class)
+    return client
 
 
 class _SentinelPool(redis.asyncio.sentinel.SentinelConnectionPool):
