@@ -108,13 +108,14 @@ async def _on_signal(stop: Callable[[], None]) -> None:
 def _web_server(config: Config) -> Any:
     import uvicorn
 
-    from healthbus.web.app import GRACEFUL_SHUTDOWN_S, create_app
+    from healthbus.web.app import GRACEFUL_SHUTDOWN_S, HTTP, create_app
 
     uv_config = uvicorn.Config(
         create_app(config),
         host=config.host,
         port=config.port,
         log_level=config.log_level,
+        http=HTTP,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
     server = uvicorn.Server(uv_config)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -45,15 +46,20 @@ def config(config: Config) -> Config:
 
 
 @contextmanager
-def web_workers(config: Config, workers: int) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`healthbus web --workers N` on a free loopback port; yields its URL and process."""
+def web_workers(
+    config: Config, workers: int, path: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`healthbus web --workers N` on a free loopback port, with `path` first on its
+    PYTHONPATH; yields its URL and process."""
     assert config.redis_url
     port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HEALTHBUS_", "_HEALTHBUS"))}
+    if path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(path), env.get("PYTHONPATH")]))
     process = subprocess.Popen(
         [sys.executable, "-m", "healthbus.cli", "web", "--workers", str(workers),
          "--port", str(port), "--redis-url", config.redis_url, "--namespace", config.namespace],
-        env={k: v for k, v in os.environ.items() if not k.startswith(("HEALTHBUS_", "_HEALTHBUS"))},
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         yield f"http://127.0.0.1:{port}", process
@@ -145,6 +151,33 @@ async def test_forty_clients_over_four_workers_see_every_transition_in_order(
     assert sum(1 for n in spread.values() if n) >= 2, f"all clients on one worker: {spread}"
     # One reader per worker (plus the odd pooled connection), not one per client.
     assert WORKERS <= readers <= 3 * WORKERS, readers
+
+
+async def test_httptools_beside_it_is_never_used(
+    aggregator: Aggregator, redis: aioredis.Redis, config: Config, tmp_path: Path
+) -> None:
+    """uvicorn prefers httptools when it can import it (`uvicorn[standard]` brings it), and
+    behind httptools the fan-out cannot write to idle connections itself. Here an httptools
+    that fails on import sits first on the path: the workers serve with h11 all the same,
+    and events reach an idle client by the direct path."""
+    (tmp_path / "httptools").mkdir()
+    (tmp_path / "httptools" / "__init__.py").write_text(
+        'raise RuntimeError("healthbus web imported httptools")\n'
+    )
+    with web_workers(config, 1, path=tmp_path) as (url, _):
+        await wait_until(lambda: _at_least(web_clients(redis), 1), timeout=60)
+        async with httpx.AsyncClient(timeout=30) as client, open_stream(client, url) as sse:
+            assert (await sse.next(timeout=20)).event == "snapshot"
+            await publish_rounds(redis, config, range(2))
+            assert len(await read_transitions(sse, 2 * SERVICES)) == 2 * SERVICES
+            metrics = await wait_until(lambda: _direct_deliveries(client, url), timeout=20)
+    assert metrics > 0
+
+
+async def _direct_deliveries(client: httpx.AsyncClient, url: str) -> int:
+    body = (await client.get(url + "/metrics")).text
+    found = re.search(r'healthbus_sse_deliveries_total\{path="direct"\} (\d+)', body)
+    return int(found.group(1)) if found else 0
 
 
 async def test_reconnecting_with_last_event_id_to_any_worker_misses_nothing(
