@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import anyio
 import msgspec
@@ -48,18 +49,25 @@ async def events(client: aioredis.Redis, config: Config) -> list[str]:
     return [msgspec.json.decode(f[b"m"], type=Transition).event for _, f in rows]
 
 
-@pytest.fixture
-async def flowing(own_config: Config, client: aioredis.Redis) -> AsyncIterator[None]:
-    """An aggregator and a steady publisher (every 0.3 s, interval 1 s), already seen."""
+@asynccontextmanager
+async def running(config: Config, client: aioredis.Redis) -> AsyncIterator[None]:
+    """An aggregator and a steady publisher (every 0.3 s, interval 1 s), already seen; on
+    leaving, heartbeats flow again for a while after the outage."""
     async with anyio.create_task_group() as tg:
-        tg.start_soon(Aggregator(own_config).run)
+        tg.start_soon(Aggregator(config).run)
         stop = anyio.Event()
-        tg.start_soon(publish_every, client, own_config.keys.heartbeats, 0.3, stop)
-        await wait_until(lambda: events(client, own_config))
+        tg.start_soon(publish_every, client, config.keys.heartbeats, 0.3, stop)
+        await wait_until(lambda: events(client, config))
         yield
-        await anyio.sleep(1.5)  # heartbeats flow again for a while after the outage
+        await anyio.sleep(1.5)
         stop.set()
         tg.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def flowing(own_config: Config, client: aioredis.Redis) -> AsyncIterator[None]:
+    async with running(own_config, client):
+        yield
 
 
 async def test_frozen_redis_does_not_age_services(
@@ -78,18 +86,11 @@ async def test_frozen_past_the_lease_does_not_age_services(
     committed state from Redis, which lacks the blind time it granted and had not committed
     yet; that time must still count as blind."""
     config = msgspec.structs.replace(own_config, lease_ttl_s=1.0)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(Aggregator(config).run)
-        stop = anyio.Event()
-        tg.start_soon(publish_every, client, config.keys.heartbeats, 0.3, stop)
-        await wait_until(lambda: events(client, config))
+    async with running(config, client):
         own_redis.pause()
         await anyio.sleep(4)  # four intervals, four leases
         own_redis.resume()
         await wait_until(lambda: _blind(client, config), timeout=10)
-        await anyio.sleep(1.5)  # heartbeats flow again for a while after the outage
-        stop.set()
-        tg.cancel_scope.cancel()
 
 
 async def test_lease_renewal_stalled_past_the_lease_does_not_age_services(
@@ -100,19 +101,12 @@ async def test_lease_renewal_stalled_past_the_lease_does_not_age_services(
     when it is answered. That stall alone must count as blind time, though no read or
     commit stalled and the state is reloaded for the new epoch."""
     config = msgspec.structs.replace(own_config, lease_ttl_s=1.0)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(Aggregator(config).run)
-        stop = anyio.Event()
-        tg.start_soon(publish_every, client, config.keys.heartbeats, 0.3, stop)
-        await wait_until(lambda: events(client, config))
+    async with running(config, client):
         first = await _meta(client, config)
         await client.client_pause(4000, all=False)  # scripts and XADDs wait; reads go on
         await anyio.sleep(4)  # the pause: four intervals, four leases
         meta = await wait_until(lambda: _blind(client, config), timeout=10)
         assert meta.epoch > first.epoch, "the stalled renewal should have lost the lease"
-        await anyio.sleep(1.5)  # heartbeats flow again for a while after the pause
-        stop.set()
-        tg.cancel_scope.cancel()
 
 
 async def _blind(client: aioredis.Redis, config: Config) -> Meta | None:
