@@ -2,8 +2,8 @@
 
 redis-py's asyncio connections pack in Python and join the command's growing buffer once
 per argument (up to 6 KB at a time), so a commit of a few thousand rows and views copied
-every byte several times: ~17 % of the aggregator's samples under load were
-`pack_command`. The sync client packs with hiredis; the asyncio one cannot yet
+every byte several times: 12-17 % of the aggregator's samples under load were
+`pack_command` (BENCHMARKS.md). The sync client packs with hiredis; the asyncio one cannot yet
 (redis/redis-py#4176). This packs what the aggregator sends (bytes, str and int arguments)
 in one pass and leaves everything else to redis-py's own packer, so the bytes on the wire
 are the same either way (tests/unit/test_resp.py).
