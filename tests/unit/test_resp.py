@@ -41,6 +41,12 @@ def test_the_same_bytes_as_redis_py(name: str | bytes, args: list[Any]) -> None:
     assert wire(ONCE, command) == wire(PLAIN, command)
 
 
+@given(st.lists(st.lists(st.binary(max_size=3000), min_size=1, max_size=8), max_size=8))
+def test_pipelines_are_the_same_bytes(commands: list[list[bytes]]) -> None:
+    commands = [[b"XADD", *args] for args in commands]
+    assert b"".join(ONCE.pack_commands(commands)) == b"".join(PLAIN.pack_commands(commands))
+
+
 def test_a_commit_sized_command_is_one_buffer() -> None:
     args = ("EVALSHA", "f" * 40, 7, *[b"x" * 300 for _ in range(3000)])
     packed = ONCE.pack_command(*args)
