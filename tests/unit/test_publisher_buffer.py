@@ -7,12 +7,15 @@ takes from the buffer before `close()`, so every count below is exact.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
 import publishers
 from healthbus.embedded import free_port
 from healthbus.errors import ConfigError, InvalidMessage
+from healthbus.schema import Heartbeat, Intent, encode
 from publishers import Publisher, PublisherStats
 
 
@@ -76,6 +79,27 @@ def test_heartbeat_fields(idle: Publisher) -> None:
     assert first.error == "ValueError: boom" and first.depends_on == ["db"]
     assert first.kind == "probe" and first.ok is False
     assert second.instance == "replica-2" and second.n == first.n + 1 == 1
+
+
+def test_every_optional_field_given_is_kept_and_the_rest_are_unset(idle: Publisher) -> None:
+    until = datetime(2026, 1, 1, tzinfo=UTC)
+    given = {
+        "status": "degraded",
+        "duration_ms": 3.5,
+        "error": "slow",
+        "details": {"rows": 1},
+        "hint": "see the runbook",
+        "depends_on": ["db"],
+        "phase": "end",
+        "timeout_s": 30.0,
+        "intent": Intent(state="draining", until=until),
+    }
+    idle.publish("svc", interval_s=5, **given)  # type: ignore[arg-type]
+    idle.publish("svc", interval_s=5)
+    full, bare = idle._buffer
+    assert {name: getattr(full, name) for name in given} == given
+    assert all(getattr(bare, name) is None for name in given)
+    assert msgspec.json.decode(encode(full), type=Heartbeat) == full
 
 
 def test_details_are_copied(idle: Publisher) -> None:
