@@ -225,7 +225,7 @@ def connect(url: str, *, block_ms: int = 0, name: str | None = None) -> AsyncCli
         )
     else:
         client = aioredis.Redis.from_url(url, **options)
-    pool = client.connection_pool
+    pool = client.connection_pool  # no connection made yet: all of them will pack once
     pool.connection_class = packing_once(pool.connection_class)
     return client
 
