@@ -1,7 +1,8 @@
-"""A flood of invalid entries beside valid traffic: the valid heartbeats are folded about as
-fast as without the flood (measured side by side in one run: two namespaces, the same valid
-entries, one with as many hostile entries interleaved), and every rejection is dead-lettered
-with its reason and counted in `_meta.invalid`."""
+"""A flood of invalid entries beside valid traffic: every valid heartbeat is still folded,
+and every rejection is dead-lettered with its reason and counted in `_meta.invalid`. The
+rates with and without the flood are measured side by side in one run (two namespaces, the
+same valid entries, one with as many hostile entries interleaved) and reported as figures
+(RELIABILITY.md), not asserted: on this shared VM a bound on them only measures its day."""
 
 from __future__ import annotations
 
@@ -83,10 +84,9 @@ async def test_a_flood_of_invalid_entries(
     # The valid traffic got through whole: every service is there and healthy.
     views = await redis.hgetall(flooded.keys.snapshot)
     assert {f"svc{i}".encode() for i in range(SERVICES)} <= set(views)
+    # The clean run writes a row per service a second (the flush); the flooded one writes a
+    # dead-letters entry per hostile entry, up to 1 KiB.
     clean_rate, flooded_rate = VALID / clean_s, VALID / flooded_s
-    # Loose: the figure is the point. The clean run writes a row per service a second (the
-    # flush); the flooded one writes a dead-letters entry per hostile entry, up to 1 KiB.
-    assert flooded_rate > 0.1 * clean_rate
     figures.update(
         valid=VALID,
         invalid=VALID,
