@@ -5,6 +5,7 @@ writer of the snapshot hash and updates stream shaped the way the aggregator wri
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -162,6 +163,15 @@ async def open_stream(
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         yield SSEReader(response)
+
+
+_DELIVERIES = re.compile(rb'healthbus_sse_deliveries_total\{path="(\w+)"\} (\d+)')
+
+
+async def deliveries(client: httpx.AsyncClient, url: str) -> dict[str, int]:
+    """The worker's SSE deliveries by path (`direct`, `queued`), from its /metrics."""
+    body = (await client.get(url + "/metrics")).content
+    return {path.decode(): int(n) for path, n in _DELIVERIES.findall(body)}
 
 
 # -- writing the bus like the aggregator --------------------------------------------------

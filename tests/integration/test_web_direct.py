@@ -6,7 +6,6 @@ gets everything it missed; a `send` wrapped by middleware keeps the task path.""
 
 from __future__ import annotations
 
-import re
 import socket
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
@@ -22,11 +21,9 @@ from healthbus.embedded import RedisServer
 from healthbus.web.app import create_app
 from healthbus.web.direct import Connection, chunked
 from tests.support import wait_until
-from tests.webserver import FakeBus, open_stream, serve, transition, view
+from tests.webserver import FakeBus, deliveries, open_stream, serve, transition, view
 
 pytestmark = pytest.mark.anyio
-
-_DELIVERIES = re.compile(rb'healthbus_sse_deliveries_total\{path="(\w+)"\} (\d+)')
 
 
 @contextmanager
@@ -47,11 +44,6 @@ class _Wrapped:
             await send(message)
 
         await self.app(scope, receive, wrapped)
-
-
-async def deliveries(client: httpx.AsyncClient, url: str) -> dict[str, int]:
-    body = (await client.get(url + "/metrics")).content
-    return {path.decode(): int(n) for path, n in _DELIVERIES.findall(body)}
 
 
 async def sse_clients(client: httpx.AsyncClient, url: str) -> int:
