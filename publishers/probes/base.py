@@ -64,12 +64,17 @@ class ProbeSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         """Defaults that depend on other keys of the table (see `http`'s `external`)."""
         return {}
 
+    # Hooks each probe type implements: `target`, and `check` unless it is a preset that
+    # `expand`s into probes that check (a Struct cannot be an abc.ABC: its metaclass is
+    # msgspec's); `tests/unit/test_probe_load.py` checks every registered type.
+
     @property
     def target(self) -> str:
         """What is probed, safe to show: URLs without passwords or tokens."""
         raise NotImplementedError
 
     async def check(self) -> ProbeResult:
+        """Measure the target once."""
         raise NotImplementedError
 
     @asynccontextmanager

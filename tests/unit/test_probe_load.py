@@ -8,6 +8,7 @@ import pytest
 
 from healthbus.errors import ConfigError
 from publishers.probes import PROBE_TYPES, load_probes, parse_probes
+from publishers.probes.base import ProbeSpec
 from publishers.probes.http_probe import HttpProbe
 from publishers.probes.postgres_probe import PostgresProbe
 from publishers.probes.redis_probe import RedisProbe
@@ -198,3 +199,11 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
 
 def test_every_type_is_registered() -> None:
     assert set(PROBE_TYPES) == {"http", "tcp", "redis", "postgres", "docket", "prefect", "custom"}
+
+
+@pytest.mark.parametrize("kind", sorted(PROBE_TYPES))
+def test_every_probe_type_implements_its_hooks(kind: str) -> None:
+    """Each names its target, and either checks it or stands for probes that do (a preset)."""
+    cls = PROBE_TYPES[kind]
+    assert cls.target is not ProbeSpec.target
+    assert (cls.check is not ProbeSpec.check) != (cls.expand is not ProbeSpec.expand)
