@@ -163,10 +163,10 @@ class Folder(Judgement):
         if not same and judge_content(hb, self.rules) != ("healthy", "ok"):
             return False
         # Kept with the instance's own copies of what it repeats: a fleet's steady
-        # heartbeats would each hold new ones (names and details, ~370 bytes).
+        # heartbeats would each hold new ones (names, interval and details, ~400 bytes).
         hb = replace(
             hb, service=old.service, kind=old.kind, instance=old.instance,
-            details=old.details if same_details else hb.details,
+            interval_s=old.interval_s, details=old.details if same_details else hb.details,
         )  # fmt: skip
         # What a new Instance would hold (status, reason, dependencies the same): in place.
         old_v = inst.last_v

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from aggregator.sla import MAX_BUCKET
 from aggregator.state import Clock, FoldState, Service
 from healthbus.commands import COMMANDS_FIELD, Commands
 from healthbus.schema import RESERVED_NAMES, encode, parse_stream_id
@@ -49,6 +50,15 @@ class _FoldRow(Clock, kw_only=True):
 
 
 _service_decoder = msgspec.json.Decoder(Service)
+
+
+class _SparseHistogram(msgspec.Struct):
+    """The day's durations as rows written before 2026-12-03 hold them (bucket -> count)."""
+
+    sla_hist: dict[int, int] = {}
+
+
+_sparse_decoder = msgspec.json.Decoder(_SparseHistogram)
 _clock_decoder = msgspec.json.Decoder(Clock)
 _commands_decoder = msgspec.json.Decoder(Commands)
 _fold_row_decoder = msgspec.json.Decoder(_FoldRow)
@@ -86,8 +96,19 @@ def load_state(rows: dict[bytes, bytes]) -> FoldState:
         if name.decode() in RESERVED_NAMES:
             continue
         svc = _service_decoder.decode(raw)
+        if b'"sla_hist"' in raw:
+            _adopt_sparse_histogram(svc, raw)
         deadline = svc.deadline_v
         svc.deadline_v = None
         state.add(svc)
         state.schedule(svc, deadline)
     return state
+
+
+def _adopt_sparse_histogram(svc: Service, raw: bytes) -> None:
+    """Carry an older row's day histogram over into the dense one (sla.count_bucket)."""
+    sparse = {b: n for b, n in _sparse_decoder.decode(raw).sla_hist.items() if 0 <= b <= MAX_BUCKET}
+    if sparse:
+        lo = min(sparse)
+        svc.sla_lo = lo
+        svc.sla_counts = [sparse.get(bucket, 0) for bucket in range(lo, max(sparse) + 1)]

@@ -48,6 +48,8 @@ MAX_GRANTS: Final = 64
 #: Histogram buckets of durations: each 5 % wider than the one before.
 BASE: Final = 1.05
 _LOG_BASE: Final = math.log(BASE)
+#: The bucket of the longest duration a heartbeat may carry (1e12 ms, schema.Heartbeat).
+MAX_BUCKET: Final = int(math.log(1e12 + 1) / _LOG_BASE)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -226,8 +228,8 @@ def account(
     svc.sla_ms, svc.sla_off = end_ms, clock.offset_ms
     ledger.mark(svc.name, end_ms, svc.status)
     day = end_ms - end_ms % DAY_MS
-    if svc.sla_hist and svc.sla_day == day:
-        value = p95(svc.sla_hist)
+    if svc.sla_counts and svc.sla_day == day:
+        value = p95(svc.sla_lo, svc.sla_counts)
         if value != svc.sla_p95:
             svc.sla_p95 = value
             ledger.set_p95(svc.name, day, value)
@@ -238,22 +240,40 @@ def record_duration(svc: Service, at_ms: int, duration_ms: float, ledger: Ledger
     """Count one heartbeat's duration toward its UTC day's p95."""
     day = at_ms - at_ms % DAY_MS
     if day != svc.sla_day:
-        if svc.sla_hist:  # yesterday's final figure
-            ledger.set_p95(svc.name, svc.sla_day, p95(svc.sla_hist))
-        svc.sla_day, svc.sla_hist, svc.sla_p95 = day, {}, None
-    bucket = int(math.log(duration_ms + 1) / _LOG_BASE)  # = math.log(…, BASE), bit for bit
-    svc.sla_hist[bucket] = svc.sla_hist.get(bucket, 0) + 1
+        if svc.sla_counts:  # yesterday's final figure
+            ledger.set_p95(svc.name, svc.sla_day, p95(svc.sla_lo, svc.sla_counts))
+        svc.sla_day, svc.sla_counts, svc.sla_p95 = day, None, None
+    count_bucket(svc, int(math.log(duration_ms + 1) / _LOG_BASE))  # = math.log(…, BASE)
 
 
-def p95(histogram: dict[int, int]) -> float | None:
-    """The 95th percentile of a duration histogram: the middle of its bucket."""
-    total = sum(histogram.values())
+def count_bucket(svc: Service, bucket: int) -> None:
+    """Add one to `bucket` of the day's histogram, widening it to reach the bucket.
+
+    At most MAX_BUCKET + 1 counts; a service's durations usually span a few dozen."""
+    counts = svc.sla_counts
+    if counts is None:
+        svc.sla_lo, svc.sla_counts = bucket, [1]
+        return
+    i = bucket - svc.sla_lo
+    if i < 0:
+        svc.sla_lo, svc.sla_counts = bucket, [1, *[0] * (-i - 1), *counts]
+    elif i < len(counts):
+        counts[i] += 1
+    else:
+        counts += [0] * (i - len(counts))
+        counts.append(1)
+
+
+def p95(lo: int, counts: list[int]) -> float | None:
+    """The 95th percentile of a duration histogram (bucket `lo + i` counted `counts[i]`
+    times): the middle of its bucket."""
+    total = sum(counts)
     if not total:
         return None
     rank = math.ceil(0.95 * total)
     seen = 0
-    for bucket in sorted(histogram):
-        seen += histogram[bucket]
+    for i, n in enumerate(counts):
+        seen += n
         if seen >= rank:
-            return round(float(BASE ** (bucket + 0.5)) - 1, 1)
+            return round(float(BASE ** (lo + i + 0.5)) - 1, 1)
     return None  # unreachable: the ranks add up

@@ -74,11 +74,14 @@ class Service(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     flapping: bool = False
     flap_window: str = ""
     #: SLA accounting (sla.py): accounted up to this wall time, the clock's offset then,
-    #: and the current UTC day's duration histogram with its last p95 written.
+    #: and the current UTC day's duration histogram with its last p95 written. The
+    #: histogram is dense: `sla_counts[i]` counts bucket `sla_lo + i` (a dict of one
+    #: bucket took 224 bytes a service, this list 64; None until a duration is seen).
     sla_ms: int | None = None
     sla_off: int = 0
     sla_day: int = 0
-    sla_hist: dict[int, int] = msgspec.field(default_factory=dict)
+    sla_lo: int = 0
+    sla_counts: list[int] | None = None
     sla_p95: float | None = None
     #: SLO (slo.py): accounted since, the minutes of the last six hours that were not all
     #: good (minute -> [error ms, unknown or blind ms]), and whether it burns too fast.

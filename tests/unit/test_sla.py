@@ -4,6 +4,8 @@ clock, against a hand computation; and the same figures whatever the flush point
 from __future__ import annotations
 
 import json
+import math
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -11,11 +13,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregator.fold import Folder
+from aggregator.persist import load_state
 from aggregator.rules import Rules
-from aggregator.sla import RESOLUTIONS, Ledger, bucket_field, p95, record_duration
+from aggregator.sla import (
+    BASE,
+    DAY_MS,
+    MAX_BUCKET,
+    RESOLUTIONS,
+    Ledger,
+    bucket_field,
+    p95,
+    record_duration,
+)
 from aggregator.state import FoldState, Service
 from healthbus.config import Config
-from healthbus.schema import Heartbeat
+from healthbus.schema import Heartbeat, encode
 
 #: 2026-01-01T10:00:00Z
 T0 = 1_767_261_600_000
@@ -109,12 +121,50 @@ def test_fields_and_p95() -> None:
     assert bucket_field("day", T0) == "2026-01-01"
     assert bucket_field("hour", T0 + 59 * MIN) == "2026-01-01T10"
     assert bucket_field("minute", T0 + 59 * MIN) == "2026-01-01T10:59"
-    assert p95({}) is None
+    assert p95(0, []) is None
     svc = Service(name="x", kind="perpetual", since_ms=T0)
     ledger = Ledger()
     for ms in range(1, 101):
         record_duration(svc, T0, float(ms), ledger)
-    assert p95(svc.sla_hist) == pytest.approx(95, rel=0.025)
+    assert svc.sla_counts is not None
+    assert p95(svc.sla_lo, svc.sla_counts) == pytest.approx(95, rel=0.025)
+
+
+def sparse_p95(histogram: dict[int, int]) -> float | None:
+    """The p95 over a bucket -> count map, as rows kept it before the dense histogram."""
+    total = sum(histogram.values())
+    rank, seen = math.ceil(0.95 * total), 0
+    for bucket in sorted(histogram):
+        seen += histogram[bucket]
+        if seen >= rank:
+            return round(float(BASE ** (bucket + 0.5)) - 1, 1)
+    return None
+
+
+@given(st.lists(st.floats(0, 1e12, allow_nan=False), min_size=1, max_size=60))
+def test_the_dense_histogram_counts_every_duration_in_its_bucket(durations: list[float]) -> None:
+    """Widened down or up as durations come, it holds exactly the buckets counted, and
+    its p95 is the one a bucket -> count map gives."""
+    svc = Service(name="x", kind="perpetual", since_ms=T0)
+    for ms in durations:
+        record_duration(svc, T0, ms, Ledger())
+    expected = Counter(int(math.log(ms + 1) / math.log(BASE)) for ms in durations)
+    assert svc.sla_counts is not None
+    assert 0 <= svc.sla_lo and svc.sla_lo + len(svc.sla_counts) - 1 <= MAX_BUCKET
+    counted = {svc.sla_lo + i: n for i, n in enumerate(svc.sla_counts) if n}
+    assert counted == expected
+    assert svc.sla_counts[0] and svc.sla_counts[-1]  # no wider than its buckets
+    assert p95(svc.sla_lo, svc.sla_counts) == sparse_p95(expected)
+
+
+def test_a_row_with_the_sparse_histogram_loads_into_the_dense_one() -> None:
+    """Rows written before the dense histogram keep their day's durations on upgrade."""
+    svc = Service(name="x", kind="perpetual", since_ms=T0, sla_day=T0 - T0 % DAY_MS)
+    row = encode(svc)[:-1] + b',"sla_hist":{"53":3,"55":1,"-4":7,"99999":2}}'
+    loaded = load_state({b"x": row}).services["x"]
+    assert (loaded.sla_lo, loaded.sla_counts) == (53, [3, 0, 1])  # out of range: dropped
+    assert loaded.sla_day == svc.sla_day
+    assert b"sla_hist" not in encode(loaded)
 
 
 @given(st.sampled_from(sorted(RESOLUTIONS)), st.integers(0, 4_102_444_800_000))
