@@ -235,6 +235,38 @@ def test_a_service_that_left_appears_again() -> None:
 # -- several instances -----------------------------------------------------------------
 
 
+def test_every_field_of_a_view_comes_from_its_own_source() -> None:
+    """Views are built by position (for speed): each field must still be the right one."""
+    folder = new_folder()
+    folder.apply(hb("db"), T0)
+    folder.apply(hb("api", instance="b", duration_ms=3.0, details={"q": 1}), T0)
+    failing = hb(
+        "api", instance="a", ok=False, duration_ms=7.5, error="refused", hint="restart it",
+        details={"q": 2}, depends_on=["db"], interval_s=2.0,
+    )  # fmt: skip
+    folder.apply(failing, T0 + 250)
+    folder.apply(failing, T0 + 500)  # still failing: `since` stays at the first
+    svc = folder.state.services["api"]
+    got = view(svc)
+    assert (got.name, got.kind, got.status, got.reason) == ("api", "perpetual", "error", svc.reason)
+    assert (got.since, got.last_heartbeat) == (iso_ms(T0 + 250), iso_ms(T0 + 500))
+    assert (got.last_heartbeat_ms, got.last_duration_ms) == (T0 + 500, 7.5)
+    assert (got.expected_interval_seconds, got.details) == (2.0, {"q": 2})
+    assert (got.error, got.hint, got.depends_on) == ("refused", "restart it", ["db"])
+    assert (got.incident, got.flapping, got.affected_by) == (svc.incident, False, None)
+    assert got.incident is not None
+    a, b = got.instances
+    assert (a.instance, a.status, a.last_heartbeat, a.last_heartbeat_ms) == (
+        "a", "error", iso_ms(T0 + 500), T0 + 500,
+    )  # fmt: skip
+    assert (a.last_duration_ms, a.error, a.reason, a.restarts, a.lost) == (
+        7.5, "refused", svc.instances["a"].reason, 0, 0,
+    )  # fmt: skip
+    assert (b.instance, b.status, b.last_duration_ms, b.error, b.reason) == (
+        "b", "healthy", 3.0, None, "ok",
+    )  # fmt: skip
+
+
 def test_service_takes_the_worst_instance_and_names_it() -> None:
     folder = new_folder()
     folder.apply(hb(instance="host-a"), T0)
