@@ -11,11 +11,16 @@ are the same either way (tests/unit/test_resp.py).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from redis.asyncio.connection import AbstractConnection
 
 __all__ = ["packing_once"]
+
+
+#: Each argument's length header, led by the CRLF that ends the argument before it: two
+#: pieces an argument instead of three, and no formatting for the usual lengths.
+_HEADS: Final = tuple(b"\r\n$%d\r\n" % n for n in range(1024))
 
 
 class _PackOnce(AbstractConnection):
@@ -25,18 +30,22 @@ class _PackOnce(AbstractConnection):
             isinstance(first, bytes) and b" " in first
         ):
             return super().pack_command(*args)  # 'CONFIG GET': split by redis-py
-        encoder = self.encoder
-        out = [b"*%d\r\n" % len(args)]
-        extend = out.extend
+        encoding, errors = self.encoder.encoding, self.encoder.encoding_errors
+        out = [b"*%d" % len(args)]
+        append = out.append
+        heads = _HEADS
         for arg in args:
             kind = type(arg)
             if kind is str:
-                arg = arg.encode(encoder.encoding, encoder.encoding_errors)
+                arg = arg.encode(encoding, errors)
             elif kind is int:
                 arg = b"%d" % arg
             elif kind is not bytes:  # floats, memoryviews, errors: redis-py's way
                 return super().pack_command(*args)
-            extend((b"$%d\r\n" % len(arg), arg, b"\r\n"))
+            size = len(arg)
+            append(heads[size] if size < 1024 else b"\r\n$%d\r\n" % size)
+            append(arg)
+        append(b"\r\n")
         return [b"".join(out)]
 
 

@@ -47,6 +47,11 @@ def test_pipelines_are_the_same_bytes(commands: list[list[bytes]]) -> None:
     assert b"".join(ONCE.pack_commands(commands)) == b"".join(PLAIN.pack_commands(commands))
 
 
+def test_lengths_either_side_of_the_cached_headers() -> None:
+    args = ("HSET", *[b"x" * n for n in (0, 1, 9, 10, 1023, 1024, 1025, 70_000)], "é" * 600)
+    assert wire(ONCE, args) == wire(PLAIN, args)
+
+
 def test_a_commit_sized_command_is_one_buffer() -> None:
     args = ("EVALSHA", "f" * 40, 7, *[b"x" * 300 for _ in range(3000)])
     packed = ONCE.pack_command(*args)
