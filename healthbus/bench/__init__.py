@@ -31,7 +31,7 @@ SCENARIOS: Final = (
     "detection",
 )
 #: Scenarios whose figures others divide by: run first when a later one needs them.
-NEEDS: Final = {"fold": ("ceiling",), "alternatives": ("ceiling", "fold")}
+NEEDS: Final = {"alternatives": ("fold",)}
 DEFAULT_POSTGRES_URL: Final = "postgresql://127.0.0.1:5432/test"
 
 
