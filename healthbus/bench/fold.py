@@ -38,9 +38,9 @@ def fold_name(services: int) -> str:
 
 
 def run(bench: Bench) -> list[Figure]:
-    from healthbus.bench.ceiling import xadd_rate
+    from healthbus.bench.ceiling import round_size, xadd_rate
 
-    probe = bench.size(150_000, 500_000, least=10_000)
+    probe = round_size(bench)
     figures: list[Figure] = []
     for full in SERVICES:
         services = bench.size(full, full, least=10)
