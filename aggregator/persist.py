@@ -50,6 +50,9 @@ class _FoldRow(Clock, kw_only=True):
 
 
 _service_decoder = msgspec.json.Decoder(Service)
+_clock_decoder = msgspec.json.Decoder(Clock)
+_commands_decoder = msgspec.json.Decoder(Commands)
+_fold_row_decoder = msgspec.json.Decoder(_FoldRow)
 
 
 class _SparseHistogram(msgspec.Struct):
@@ -59,9 +62,6 @@ class _SparseHistogram(msgspec.Struct):
 
 
 _sparse_decoder = msgspec.json.Decoder(_SparseHistogram)
-_clock_decoder = msgspec.json.Decoder(Clock)
-_commands_decoder = msgspec.json.Decoder(Commands)
-_fold_row_decoder = msgspec.json.Decoder(_FoldRow)
 
 
 def _key(stream_id: str) -> tuple[int, int]:
