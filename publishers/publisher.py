@@ -205,16 +205,7 @@ class Publisher:
             self._first_sight(service, inst, interval_s, kind)
         if error is not None and error.__class__ is not str:
             error = describe_error(error)
-        hb = Heartbeat(
-            v=SCHEMA_VERSION,
-            service=service,
-            interval_s=interval_s,
-            ok=ok,
-            kind=kind,
-            instance=inst,
-            boot=self.boot,
-            n=next(self._n),
-        )
+        hb = self._stamped(service, inst, interval_s, ok, kind)
         # Only the fields given, set on the new struct before anyone else sees it (what
         # msgspec's force_setattr is for): given as keywords, None for the rest or `**` a
         # dict of the given ones, they cost more than half of this call.
@@ -242,6 +233,21 @@ class Publisher:
         buf.append(hb)
         if len(buf) >= self._batch_size and not self._sender.wake.is_set():
             self._sender.wake.set()
+
+    def _stamped(
+        self, service: str, instance: str, interval_s: float, ok: bool, kind: str
+    ) -> Heartbeat:
+        """A heartbeat of this publisher: its boot, and the next number of its sequence."""
+        return Heartbeat(
+            v=SCHEMA_VERSION,
+            service=service,
+            interval_s=interval_s,
+            ok=ok,
+            kind=kind,
+            instance=instance,
+            boot=self.boot,
+            n=next(self._n),
+        )
 
     def publish_heartbeat(self, hb: Heartbeat) -> None:
         """Queue a ready-made heartbeat; `instance`, `boot` and `n` are filled in when unset."""
@@ -302,19 +308,9 @@ class Publisher:
                 return
             self._closed = True
         for (service, instance), (interval_s, kind) in self._seen.copy().items() if goodbye else ():
-            self._push(
-                Heartbeat(
-                    v=SCHEMA_VERSION,
-                    service=service,
-                    interval_s=interval_s,
-                    ok=True,
-                    kind=kind,
-                    instance=instance,
-                    boot=self.boot,
-                    n=next(self._n),
-                    goodbye=True,
-                )
-            )
+            hb = self._stamped(service, instance, interval_s, True, kind)
+            force_setattr(hb, "goodbye", True)
+            self._push(hb)
         self._seen.clear()
         self._sender.stop(timeout)
         _lifecycle.untrack(self)
