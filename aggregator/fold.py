@@ -251,9 +251,7 @@ class Folder(Judgement):
             due = state.due(target)
             if not due:
                 break
-            for svc in due:
-                at = svc.deadline_v
-                assert at is not None
+            for at, svc in due:
                 self._advance(at)
                 out.extend(self._rejudge(svc, at))
         self._advance(target)

@@ -21,6 +21,8 @@ __all__ = ["Clock", "FoldState", "Instance", "Pending", "Service"]
 
 #: Deadlines are bucketed by this many virtual milliseconds.
 BUCKET_MS = 100
+#: Names left behind in buckets that may pile up before they are all listed anew.
+STALE_SLACK = 1024
 
 
 class Instance(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
@@ -152,62 +154,90 @@ class FoldState:
         self.commands = Commands()
         #: SLA rollup deltas owed to the next commit (sla.py).
         self.ledger = Ledger()
-        self._buckets: dict[int, set[str]] = {}
+        #: Deadline buckets: names by deadline // BUCKET_MS, with a heap of the keys.
+        #: Lists, not sets: a name moved to another bucket stays listed in the old one
+        #: until it comes due or the lists are rebuilt (a set cost 48-80 bytes a service).
+        self._buckets: dict[int, list[str]] = {}
         self._heap: list[int] = []
+        self._listed = 0
 
     def schedule(self, service: Service, deadline_v: int | None) -> None:
-        """Move `service` to the bucket of its next deadline (or none)."""
+        """Move `service` to the bucket of its next deadline (or none).
+
+        Invariant: a service whose `deadline_v` is set is listed in that bucket."""
         old = service.deadline_v
-        if old is not None:
-            bucket = self._buckets.get(old // BUCKET_MS)
-            if bucket is not None:
-                bucket.discard(service.name)
         service.deadline_v = deadline_v
-        if deadline_v is not None:
-            key = deadline_v // BUCKET_MS
-            bucket = self._buckets.get(key)
-            if bucket is None:
-                bucket = self._buckets[key] = set()
-                heapq.heappush(self._heap, key)
-            bucket.add(service.name)
+        if deadline_v is None:
+            return
+        key = deadline_v // BUCKET_MS
+        if old is not None and old // BUCKET_MS == key:
+            return
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = []
+            heapq.heappush(self._heap, key)
+        bucket.append(service.name)
+        self._listed += 1
+        if self._listed > 2 * len(self.services) + STALE_SLACK:
+            self._relist()
+
+    def _relist(self) -> None:
+        """List every scheduled service once again, dropping the names left behind."""
+        self._buckets, self._heap, self._listed = {}, [], 0
+        for service in self.services.values():
+            deadline_v, service.deadline_v = service.deadline_v, None
+            self.schedule(service, deadline_v)
 
     def any_due(self, now_v: int) -> bool:
         """Whether a deadline may be at or before `now_v` (its bucket is)."""
         return bool(self._heap) and self._heap[0] <= now_v // BUCKET_MS
 
-    def due(self, now_v: int) -> list[Service]:
-        """Services whose deadline is at or before `now_v`, earliest bucket first."""
-        out: list[Service] = []
+    def due(self, now_v: int) -> list[tuple[int, Service]]:
+        """Services whose deadline is at or before `now_v`, with it, earliest first.
+
+        Each is taken off its bucket (`deadline_v` None) until the fold schedules it again."""
+        out: dict[str, tuple[int, Service]] = {}
         limit = now_v // BUCKET_MS
+        services = self.services
         while self._heap and self._heap[0] <= limit:
             key = self._heap[0]
-            bucket = self._buckets.get(key, set())
-            later: set[str] = set()
+            bucket = self._buckets.get(key, [])
+            later: list[str] = []
             for name in bucket:
-                svc = self.services.get(name)
-                if svc is None or svc.deadline_v is None:
-                    continue
+                svc = services.get(name)
+                if svc is None or svc.deadline_v is None or svc.deadline_v // BUCKET_MS != key:
+                    continue  # left behind: it moved or left, or was taken off already
                 if svc.deadline_v <= now_v:
-                    out.append(svc)
+                    out[name] = (svc.deadline_v, svc)
                 else:
-                    later.add(name)
+                    later.append(name)
             if later:
+                later = list(dict.fromkeys(later))
+                self._listed -= len(bucket) - len(later)
                 self._buckets[key] = later
                 break
             heapq.heappop(self._heap)
             self._buckets.pop(key, None)
-        out.sort(key=lambda s: (s.deadline_v or 0, s.name))
-        return out
+            self._listed -= len(bucket)
+        for _, svc in out.values():
+            svc.deadline_v = None
+        return sorted(out.values(), key=lambda d: (d[0], d[1].name))
 
     def next_deadline_v(self) -> int | None:
-        while self._heap and not self._buckets.get(self._heap[0]):
-            self._buckets.pop(heapq.heappop(self._heap), None)
-        if not self._heap:
-            return None
-        return min(
-            (d for n in self._buckets[self._heap[0]] if (d := self.services[n].deadline_v)),
-            default=self._heap[0] * BUCKET_MS,
-        )
+        while self._heap:
+            key = self._heap[0]
+            deadlines = [
+                d
+                for name in self._buckets.get(key, ())
+                if (svc := self.services.get(name)) is not None
+                and (d := svc.deadline_v) is not None
+                and d // BUCKET_MS == key
+            ]
+            if deadlines:
+                return min(deadlines)
+            heapq.heappop(self._heap)
+            self._listed -= len(self._buckets.pop(key, ()))
+        return None
 
     def set_status(self, service: Service, status: Status) -> None:
         if service.name in self.services:
