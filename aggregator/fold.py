@@ -391,7 +391,7 @@ class Folder(Judgement):
             if svc.incident is None:
                 svc.incident = f"{svc.name}:{at_ms}"
                 svc.incident_ms, svc.incident_root = at_ms, root
-                state.ledger.incident(svc.name, at_ms, self.retention)
+                state.ledger.incident(svc.name, at_ms)
         else:
             root = svc.incident_root
             if svc.incident_ms is not None:

@@ -79,14 +79,31 @@ class RollupWrite:
 class Ledger:
     """Rollup deltas the fold owes the next commit, by service."""
 
-    __slots__ = ("_marks", "_p95", "_tallies", "retention")
+    __slots__ = ("_kept", "_limits", "_marks", "_p95", "_retention", "_tallies")
 
-    def __init__(self) -> None:
+    def __init__(self, retention: Retention | None = None) -> None:
         self._tallies: dict[str, dict[tuple[str, int], dict[str, int]]] = {}
         self._p95: dict[str, dict[int, float | None]] = {}
         self._marks: dict[str, tuple[int, str]] = {}
-        #: Set by the Folder from its rules.
-        self.retention = Retention(0, 0, 0)
+        #: The time of the last `take`, and each written resolution's TTL and cutoff then.
+        self._limits: tuple[int, dict[str, tuple[int, str]]] = (-1, {})
+        self.retention = retention or Retention(0, 0, 0)
+
+    @property
+    def retention(self) -> Retention:
+        return self._retention
+
+    @retention.setter
+    def retention(self, retention: Retention) -> None:
+        """Set by the Folder from its rules; `_kept` lists (resolution, bucket size, how
+        long kept) of each resolution written."""
+        self._retention = retention
+        self._kept = tuple(
+            (resolution, size, keep)
+            for resolution, size in RESOLUTIONS.items()
+            if (keep := retention.of(resolution))
+        )
+        self._limits = (-1, {})
 
     def services(self) -> set[str]:
         """Services with writes owed."""
@@ -94,18 +111,19 @@ class Ledger:
 
     def mark(self, service: str, through_ms: int, status: str) -> None:
         """`service` is accounted up to `through_ms` and is in `status` from then on."""
-        if self.retention.day:
+        if self._retention.day:
             self._marks[service] = (through_ms, status)
 
-    def add(self, service: str, member: str, start: int, end: int, retention: Retention) -> None:
+    def add(self, service: str, member: str, start: int, end: int) -> None:
         """Add the span [start, end) to `member` (`healthy_ms`, …, `blind_ms`) of every
         bucket it covers at each resolution, within that resolution's retention."""
-        for resolution, size in RESOLUTIONS.items():
-            keep = retention.of(resolution)
+        tallies = None
+        for resolution, size, keep in self._kept:
             a = max(start, end - keep)
-            if not keep or a >= end:
+            if a >= end:
                 continue
-            tallies = self._tallies.setdefault(service, {})
+            if tallies is None:
+                tallies = self._tallies.setdefault(service, {})
             while a < end:
                 bucket = a - a % size
                 b = min(end, bucket + size)
@@ -113,12 +131,11 @@ class Ledger:
                 tally[member] = tally.get(member, 0) + b - a
                 a = b
 
-    def incident(self, service: str, at_ms: int, retention: Retention) -> None:
-        for resolution, size in RESOLUTIONS.items():
-            if retention.of(resolution):
-                tallies = self._tallies.setdefault(service, {})
-                tally = tallies.setdefault((resolution, at_ms - at_ms % size), {})
-                tally["incidents"] = tally.get("incidents", 0) + 1
+    def incident(self, service: str, at_ms: int) -> None:
+        for resolution, size, _ in self._kept:
+            tallies = self._tallies.setdefault(service, {})
+            tally = tallies.setdefault((resolution, at_ms - at_ms % size), {})
+            tally["incidents"] = tally.get("incidents", 0) + 1
 
     def set_p95(self, service: str, day_ms: int, value: float | None) -> None:
         self._p95.setdefault(service, {})[day_ms] = value
@@ -127,7 +144,6 @@ class Ledger:
         """The writes owed for `service`, handed over to a commit part."""
         if service not in self._tallies and service not in self._p95 and service not in self._marks:
             return []  # most services of most commits: nothing to look through
-        retention = self.retention
         tallies = self._tallies.pop(service, {})
         absolute: dict[int, dict[str, object]] = {
             day: {"p95_duration_ms": value} for day, value in self._p95.pop(service, {}).items()
@@ -136,26 +152,42 @@ class Ledger:
         if mark is not None:
             day = mark[0] - mark[0] % DAY_MS
             absolute.setdefault(day, {}).update(through_ms=mark[0], status=mark[1])
-        keys = set(tallies) | {("day", day) for day in absolute}
+        keys = sorted({*tallies, *[("day", day) for day in absolute]} if absolute else tallies)
+        limits = self._limits_at(now_ms)
         out: list[RollupWrite] = []
-        for resolution, bucket in sorted(keys):
-            keep = retention.of(resolution)
-            if not keep:
+        for key in keys:
+            resolution, bucket = key
+            limit = limits.get(resolution)
+            if limit is None:
                 continue
-            size = RESOLUTIONS[resolution]
-            cutoff = max(0, now_ms - keep)  # its bucket's start names it too, and is cached
+            tally = tallies.get(key)
+            fixed = absolute.get(bucket) if resolution == "day" else None
             out.append(
                 RollupWrite(
-                    resolution=resolution,
-                    service=service,
-                    field=bucket_field(resolution, bucket),
-                    delta=encode(tallies.get((resolution, bucket), {})),
-                    absolute=encode(absolute.get(bucket, {}) if resolution == "day" else {}),
-                    ttl_ms=keep + size,
-                    cutoff=bucket_field(resolution, cutoff - cutoff % size),
+                    resolution,
+                    service,
+                    bucket_field(resolution, bucket),
+                    encode(tally) if tally else _EMPTY,
+                    encode(fixed) if fixed else _EMPTY,
+                    *limit,
                 )
             )
         return out
+
+    def _limits_at(self, now_ms: int) -> dict[str, tuple[int, str]]:
+        """Each written resolution's TTL and oldest field kept, as of `now_ms`: the same
+        for every service of a commit."""
+        at, limits = self._limits
+        if at != now_ms:
+            limits = {}
+            for resolution, size, keep in self._kept:
+                cutoff = max(0, now_ms - keep)  # its bucket's start names it too
+                limits[resolution] = (keep + size, bucket_field(resolution, cutoff - cutoff % size))
+            self._limits = (now_ms, limits)
+        return limits
+
+
+_EMPTY: Final = b"{}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +213,9 @@ class Retention:
 def _blind_spans(a: int, b: int, clock: Clock, blind_total: int) -> list[tuple[int, int]]:
     """The parts of [a, b) that were blind: the grants inside it, and whatever blind time
     they do not account for (older grants forgotten) at its start."""
+    grants = clock.grants
+    if blind_total <= 0 and (not grants or grants[-1][1] <= a):
+        return []  # most spans: no blind time since, and grants come in time order
     spans = sorted((max(a, s), min(b, e)) for s, e in clock.grants if s < b and e > a)
     placed = sum(e - s for s, e in spans)
     rest = min(blind_total - placed, b - a - placed)
@@ -204,11 +239,10 @@ def account(
 ) -> bool:
     """Add `svc`'s status to its tallies (and, with `slo`, its SLO minutes) from its mark
     up to `end_ms`; whether it moved."""
-    retention = Retention.of_rules(rules)
     start = svc.sla_ms
     if start is not None and end_ms <= start:
         return False
-    if start is None or not (retention.enabled or slo):
+    if start is None or not (ledger.retention.enabled or slo):
         svc.sla_ms, svc.sla_off = end_ms, clock.offset_ms
         return start is None
     member = f"{svc.status}_ms"
@@ -222,7 +256,7 @@ def account(
     if cursor < end_ms:
         pieces.append((member, cursor, end_ms))
     for name, a, b in pieces:
-        ledger.add(svc.name, name, a, b, retention)
+        ledger.add(svc.name, name, a, b)
         if slo:
             record(svc, name, a, b)
     svc.sla_ms, svc.sla_off = end_ms, clock.offset_ms
