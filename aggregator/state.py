@@ -107,7 +107,10 @@ class Clock(msgspec.Struct, kw_only=True):
     grants: list[tuple[int, int]] = msgspec.field(default_factory=list)
 
     def to_v(self, wall_ms: int) -> int:
-        return max(wall_ms - self.offset_ms, self.floor_v)
+        # With no blind time granted, the wall time itself: an instance keeps both, and
+        # `wall_ms - 0` would be an int object of its own (32 bytes a service).
+        v = wall_ms - self.offset_ms if self.offset_ms else wall_ms
+        return v if v >= self.floor_v else self.floor_v
 
     def to_wall(self, v: int) -> int:
         return v + self.offset_ms

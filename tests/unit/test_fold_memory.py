@@ -65,3 +65,16 @@ def test_a_service_holds_no_empty_containers() -> None:
     assert (svc.depends_on, svc.slo_minutes) == ((), None)
     record(svc, "error_ms", T0, T0 + 1000)
     assert svc.slo_minutes == {T0 // 60_000: [1000, 0]}
+
+
+def test_an_instance_shares_its_times_until_blind_time_is_granted() -> None:
+    folder = Folder(FoldState(), RULES)
+    at = int(str(T0 + 5))  # an int object of its own, as the runner parses each entry id
+    folder.apply(beat("alpha"), at)
+    inst = folder.state.services["alpha"].instances[""]
+    assert inst.last_v is inst.last_ms
+    folder.grant(at + 10, at + 20)
+    later = int(str(T0 + 100))
+    folder.apply(beat("alpha"), later)
+    inst = folder.state.services["alpha"].instances[""]
+    assert (inst.last_ms, inst.last_v) == (later, later - 10)
