@@ -17,6 +17,8 @@ from healthbus.errors import InvalidMessage
 
 __all__ = [
     "DETAILS_MAX_BYTES",
+    "DETAILS_MAX_ENTRIES",
+    "DETAIL_NAME_MAX",
     "ERROR_MAX_BYTES",
     "MESSAGE_MAX_BYTES",
     "RESERVED_NAMES",
@@ -47,6 +49,8 @@ SCHEMA_VERSION: Final = 1
 SERVICE_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,128}$"
 ERROR_MAX_BYTES: Final = 1024
 DETAILS_MAX_BYTES: Final = 2048
+DETAILS_MAX_ENTRIES: Final = 32
+DETAIL_NAME_MAX: Final = 64
 MESSAGE_MAX_BYTES: Final = 8192
 #: Field names of the snapshot and state hashes that are not services.
 RESERVED_NAMES: Final = frozenset({"_meta", "_fold", "_commands"})
@@ -65,7 +69,15 @@ _HeartbeatName = Annotated[
     str, msgspec.Meta(min_length=1, max_length=128, extra_json_schema={"pattern": SERVICE_PATTERN})
 ]
 DetailValue = float | int | str | bool | None
-Details = dict[Annotated[str, msgspec.Meta(min_length=1, max_length=64)], DetailValue]
+Details = dict[str, DetailValue]
+#: Detail names are 1-DETAIL_NAME_MAX characters: said in the JSON Schema and checked by
+#: `decode_heartbeat`, not by the key type: a constrained key type kept msgspec from sharing
+#: the names across decoded dicts (each kept heartbeat held copies of its own).
+_DETAIL_NAMES: Final = {"propertyNames": {"maxLength": DETAIL_NAME_MAX, "minLength": 1}}
+_HeartbeatDetails = Annotated[
+    Details, msgspec.Meta(max_length=DETAILS_MAX_ENTRIES, extra_json_schema=_DETAIL_NAMES)
+]
+_ViewDetails = Annotated[Details, msgspec.Meta(extra_json_schema=_DETAIL_NAMES)]
 
 
 def worst(a: Status, b: Status) -> Status:
@@ -98,7 +110,7 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, g
     status: SelfStatus | None = None
     duration_ms: Annotated[float, msgspec.Meta(ge=0, le=1e12)] | None = None
     error: Annotated[str, msgspec.Meta(max_length=ERROR_MAX_BYTES)] | None = None
-    details: Annotated[Details, msgspec.Meta(max_length=32)] | None = None
+    details: _HeartbeatDetails | None = None
     hint: Annotated[str, msgspec.Meta(max_length=512)] | None = None
     depends_on: Annotated[list[_HeartbeatName], msgspec.Meta(max_length=32)] | None = None
     phase: Literal["start", "end"] | None = None
@@ -165,7 +177,7 @@ class ServiceView(msgspec.Struct, frozen=True):
     last_heartbeat_ms: int | None
     last_duration_ms: float | None = None
     expected_interval_seconds: float | None = None
-    details: Details | None = None
+    details: _ViewDetails | None = None
     error: str | None = None
     hint: str | None = None
     depends_on: list[str] | None = None
@@ -271,6 +283,14 @@ def decode_heartbeat(raw: bytes) -> Heartbeat:
                 _check_name(name, "depends_on", hb.service)
     if hb.service in RESERVED_NAMES:
         raise InvalidMessage(f"service name {hb.service!r} is reserved; choose another name")
+    if hb.details:
+        for name in hb.details:
+            if not 0 < len(name) <= DETAIL_NAME_MAX:
+                raise InvalidMessage(
+                    f"invalid heartbeat: detail name {name[:70]!r} must be 1-"
+                    f"{DETAIL_NAME_MAX} characters",
+                    hb.service,
+                )
     if (
         hb.details
         and len(raw) > _DETAILS_SURELY_SMALL

@@ -15,15 +15,21 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
-from healthbus.schema import DETAILS_MAX_BYTES, Details, DetailValue, encode
+from healthbus.schema import (
+    DETAIL_NAME_MAX,
+    DETAILS_MAX_BYTES,
+    DETAILS_MAX_ENTRIES,
+    Details,
+    DetailValue,
+    encode,
+)
 from publishers.scrub import scrub, truncate_utf8
 
 __all__ = ["MAX_ENTRIES", "clean_details"]
 
-MAX_ENTRIES: Final = 32
+MAX_ENTRIES: Final = DETAILS_MAX_ENTRIES
 #: Entries looked at: a huge mapping costs the caller a bounded amount of time.
 _SCAN_ENTRIES: Final = 4 * MAX_ENTRIES
-_KEY_MAX: Final = 64
 _STRING_MAX_BYTES: Final = 256
 _INT_RANGE: Final = range(-(2**63), 2**63)
 
@@ -39,7 +45,7 @@ def clean_details(*sources: Mapping[Any, Any] | None) -> Details | None:
         if not values:
             continue
         for key, value in itertools.islice(values.items(), _SCAN_ENTRIES):
-            if not isinstance(key, str) or not 0 < len(key) <= _KEY_MAX or key in out:
+            if not isinstance(key, str) or not 0 < len(key) <= DETAIL_NAME_MAX or key in out:
                 continue
             fits, fitted = _fit(value)
             if fits:

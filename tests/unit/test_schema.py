@@ -43,6 +43,8 @@ def test_unknown_fields_are_ignored() -> None:
         (hb_json(details={"k": "v" * 100_000}), "over", "svc"),
         (hb_json(details={str(i): i for i in range(40)}), "details", "svc"),
         (hb_json(details={"k": {"nested": 1}}), "details", "svc"),
+        (hb_json(details={"ok": 1, "k" * 65: 2}), "detail name 'kkkk", "svc"),
+        (hb_json(details={"": 1}), "detail name '' must be 1-64 characters", "svc"),
         (hb_json(error="e" * 2000), "error", "svc"),
         (b'{"v":1,"service":"svc","interval_s":NaN,"ok":true}', "malformed", None),
         (hb_json(interval_s=1e400), "interval_s", "svc"),
@@ -111,3 +113,13 @@ def test_details_too_short_to_check_cannot_be_over_the_limit() -> None:
     assert len(raw) <= _DETAILS_SURELY_SMALL
     details = decode_heartbeat(raw).details
     assert details is not None and len(encode(details)) <= DETAILS_MAX_BYTES
+
+
+def test_detail_names_up_to_their_limit_decode_and_short_ones_are_shared() -> None:
+    """msgspec shares short dict keys across decodes, unless the key type is constrained:
+    a fleet's kept heartbeats would each hold their own copies of the same names."""
+    names = {"rows": 1, "k" * 64: 2}
+    first, second = (decode_heartbeat(hb_json(details=names)).details for _ in range(2))
+    assert first == second == names
+    assert first is not None and second is not None
+    assert next(iter(first)) is next(iter(second))
