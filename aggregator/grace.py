@@ -41,9 +41,9 @@ def learn_from(inst: Instance, old: Heartbeat, old_v: int) -> None:
         return
     if new.n is not None and old.n is not None and new.n > old.n + 1:
         inst.lost += new.n - old.n - 1
-    late = max(0.0, inst.last_v - old_v - new.interval_s * 1000)
-    if late or inst.late_ms:  # an instance that keeps its cadence stays at 0 (most)
-        inst.late_ms = round(inst.late_ms + WEIGHT * (late - inst.late_ms), 1)
+    late = inst.last_v - old_v - new.interval_s * 1000
+    if late > 0 or inst.late_ms:  # an instance that keeps its cadence stays at 0 (most)
+        inst.late_ms = round(inst.late_ms + WEIGHT * (max(late, 0.0) - inst.late_ms), 1)
 
 
 def grace_ms(inst: Instance, rules: Rules) -> int:

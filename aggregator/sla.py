@@ -277,7 +277,12 @@ def record_duration(svc: Service, at_ms: int, duration_ms: float, ledger: Ledger
         if svc.sla_counts:  # yesterday's final figure
             ledger.set_p95(svc.name, svc.sla_day, p95(svc.sla_lo, svc.sla_counts))
         svc.sla_day, svc.sla_counts, svc.sla_p95 = day, None, None
-    count_bucket(svc, int(math.log(duration_ms + 1) / _LOG_BASE))  # = math.log(…, BASE)
+    bucket = int(math.log(duration_ms + 1) / _LOG_BASE)  # = math.log(…, BASE)
+    counts = svc.sla_counts
+    if counts is not None and 0 <= bucket - svc.sla_lo < len(counts):
+        counts[bucket - svc.sla_lo] += 1  # most durations: a bucket counted before
+    else:
+        count_bucket(svc, bucket)
 
 
 def count_bucket(svc: Service, bucket: int) -> None:
