@@ -8,6 +8,7 @@ that waited on Redis would take the socket timeout (2 s); the target says none d
 
 from __future__ import annotations
 
+import logging
 import time
 
 from healthbus.bench.context import Bench
@@ -28,7 +29,7 @@ def run(bench: Bench) -> list[Figure]:
     figures: list[Figure] = []
     for label, url in (("up", bench.redis_url), ("down", f"redis://127.0.0.1:{free_port()}/0")):
         bench.progress(f"publish: {calls:,} calls with Redis {label}")
-        times = _time_calls(url, bench.namespace("publish"), calls)
+        times = _time_calls(url, bench.namespace("publish"), calls, outage=label == "down")
         p50, p99, worst = (percentile(times, q) for q in (50, 99, 100))
         figures.append(Figure.check(f"publish: p50, Redis {label}", p50, "µs", "<=", TARGET_P50_US))
         figures.append(Figure(name=f"publish: p99, Redis {label}", value=p99, unit="µs"))
@@ -45,21 +46,30 @@ def run(bench: Bench) -> list[Figure]:
     return figures
 
 
-def _time_calls(url: str, namespace: str, calls: int) -> list[float]:
+def _time_calls(url: str, namespace: str, calls: int, *, outage: bool) -> list[float]:
+    """Each call's time (µs). With `outage`, the publisher's warning that it lost Redis is
+    held back: the outage is the scenario, not news for whoever reads the tables."""
     from publishers import Publisher
 
+    publisher_log = logging.getLogger("healthbus.publisher")
+    level = publisher_log.level
+    if outage:
+        publisher_log.setLevel(logging.ERROR)
     clock = time.perf_counter_ns
     overhead = min(-clock() + clock() for _ in range(1000))
     times: list[float] = []
     record = times.append
-    with Publisher(url, namespace, instance="bench") as publisher:
-        publish = publisher.publish
-        publish("bench-publish", interval_s=1.0)  # the first sight checks the name, once
-        for _ in range(calls // BURST):
-            for _ in range(BURST):
-                start = clock()
-                publish("bench-publish", interval_s=1.0, duration_ms=3.2)
-                record((clock() - start - overhead) / 1000)
-            time.sleep(PAUSE_S)
-        publisher.close(timeout=0.5)
+    try:
+        with Publisher(url, namespace, instance="bench") as publisher:
+            publish = publisher.publish
+            publish("bench-publish", interval_s=1.0)  # the first sight checks the name, once
+            for _ in range(calls // BURST):
+                for _ in range(BURST):
+                    start = clock()
+                    publish("bench-publish", interval_s=1.0, duration_ms=3.2)
+                    record((clock() - start - overhead) / 1000)
+                time.sleep(PAUSE_S)
+            publisher.close(timeout=0.5)
+    finally:
+        publisher_log.setLevel(level)
     return times
