@@ -385,7 +385,7 @@ class Folder(Judgement):
         from_ = svc.status
         duration_ms: int | None = None
         slo = bool(self.rules.slo) and self._target(svc.name) is not None
-        account(svc, at_ms, state.clock, state.ledger, self.rules, slo)
+        account(svc, at_ms, state.clock, state.ledger, slo)
         if to in ("degraded", "error"):
             root = svc.affected_by[0] if svc.affected_by else None
             if svc.incident is None:

@@ -57,7 +57,7 @@ class Judgement:
             if svc is None:
                 continue
             slo = self._target(svc.name) is not None
-            if account(svc, end, state.clock, state.ledger, self.rules, slo):
+            if account(svc, end, state.clock, state.ledger, slo):
                 state.pending.state.add(svc.name)
 
     def _target(self, name: str) -> float | None:
@@ -71,7 +71,7 @@ class Judgement:
         too fast. While it could, look again at every minute's turn."""
         state = self.state
         at_ms = state.clock.to_wall(at_v)
-        if account(svc, at_ms, state.clock, state.ledger, self.rules, slo=True):
+        if account(svc, at_ms, state.clock, state.ledger, slo=True):
             state.pending.state.add(svc.name)
         burning, why = judge_burn(svc, at_ms, target)
         out: list[Transition] = []

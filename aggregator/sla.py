@@ -50,6 +50,8 @@ BASE: Final = 1.05
 _LOG_BASE: Final = math.log(BASE)
 #: The bucket of the longest duration a heartbeat may carry (1e12 ms, schema.Heartbeat).
 MAX_BUCKET: Final = int(math.log(1e12 + 1) / _LOG_BASE)
+#: A rollup write's members when it has none to add or set.
+_EMPTY: Final = b"{}"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -81,13 +83,13 @@ class Ledger:
 
     __slots__ = ("_kept", "_limits", "_marks", "_p95", "_retention", "_tallies")
 
-    def __init__(self, retention: Retention | None = None) -> None:
+    def __init__(self) -> None:
         self._tallies: dict[str, dict[tuple[str, int], dict[str, int]]] = {}
         self._p95: dict[str, dict[int, float | None]] = {}
         self._marks: dict[str, tuple[int, str]] = {}
         #: The time of the last `take`, and each written resolution's TTL and cutoff then.
         self._limits: tuple[int, dict[str, tuple[int, str]]] = (-1, {})
-        self.retention = retention or Retention(0, 0, 0)
+        self.retention = Retention(0, 0, 0)
 
     @property
     def retention(self) -> Retention:
@@ -187,9 +189,6 @@ class Ledger:
         return limits
 
 
-_EMPTY: Final = b"{}"
-
-
 @dataclass(frozen=True, slots=True)
 class Retention:
     """How long each resolution is kept (ms); 0: that resolution is not written."""
@@ -216,7 +215,7 @@ def _blind_spans(a: int, b: int, clock: Clock, blind_total: int) -> list[tuple[i
     grants = clock.grants
     if blind_total <= 0 and (not grants or grants[-1][1] <= a):
         return []  # most spans: no blind time since, and grants come in time order
-    spans = sorted((max(a, s), min(b, e)) for s, e in clock.grants if s < b and e > a)
+    spans = sorted((max(a, s), min(b, e)) for s, e in grants if s < b and e > a)
     placed = sum(e - s for s, e in spans)
     rest = min(blind_total - placed, b - a - placed)
     if rest <= 0:
@@ -234,9 +233,7 @@ def _blind_spans(a: int, b: int, clock: Clock, blind_total: int) -> list[tuple[i
     return out
 
 
-def account(
-    svc: Service, end_ms: int, clock: Clock, ledger: Ledger, rules: Rules, slo: bool = False
-) -> bool:
+def account(svc: Service, end_ms: int, clock: Clock, ledger: Ledger, slo: bool = False) -> bool:
     """Add `svc`'s status to its tallies (and, with `slo`, its SLO minutes) from its mark
     up to `end_ms`; whether it moved."""
     start = svc.sla_ms
