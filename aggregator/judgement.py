@@ -50,13 +50,15 @@ class Judgement:
             return
         state = self.state
         end = state.clock.to_wall(state.clock.now_v)
+        # Without SLO rules no name has a target: none is looked up (or remembered).
+        slos = bool(self.rules.slo)
         for _ in range(min(budget, len(state.services))):
             if not self._rotation:
                 self._rotation = list(state.services)
             svc = state.services.get(self._rotation.pop())
             if svc is None:
                 continue
-            slo = self._target(svc.name) is not None
+            slo = slos and self._target(svc.name) is not None
             if account(svc, end, state.clock, state.ledger, slo):
                 state.pending.state.add(svc.name)
 

@@ -78,3 +78,13 @@ def test_an_instance_shares_its_times_until_blind_time_is_granted() -> None:
     folder.apply(beat("alpha"), later)
     inst = folder.state.services["alpha"].instances[""]
     assert (inst.last_ms, inst.last_v) == (later, later - 10)
+
+
+def test_accounting_without_slo_rules_remembers_no_target_per_service() -> None:
+    folder = Folder(FoldState(), RULES)
+    assert RULES.slo == {} and folder.retention.enabled
+    for i in range(50):
+        folder.apply(beat(f"svc-{i}"), T0 + i)
+    folder.expire(T0 + 60_000)
+    folder.account(100)
+    assert folder._targets == {}
