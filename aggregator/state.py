@@ -113,7 +113,8 @@ class Clock(msgspec.Struct, kw_only=True):
         return v if v >= self.floor_v else self.floor_v
 
     def to_wall(self, v: int) -> int:
-        return v + self.offset_ms
+        # As `to_v`: a transition's time becomes the service's `since_ms` and `sla_ms`.
+        return v + self.offset_ms if self.offset_ms else v
 
 
 class Pending:

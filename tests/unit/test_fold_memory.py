@@ -88,3 +88,14 @@ def test_accounting_without_slo_rules_remembers_no_target_per_service() -> None:
     folder.expire(T0 + 60_000)
     folder.account(100)
     assert folder._targets == {}
+
+
+def test_services_share_their_day_and_a_first_sighting_one_time_object() -> None:
+    folder = Folder(FoldState(), RULES)
+    at = int(str(T0 + 5))  # an int object of its own, as the runner parses each entry id
+    for name in ("alpha", "beta"):
+        folder.apply(beat(name, duration_ms=12.5), at + (name == "beta"))
+    a, b = (folder.state.services[n] for n in ("alpha", "beta"))
+    assert a.sla_day == b.sla_day and a.sla_day is b.sla_day
+    inst = a.instances[""]
+    assert a.since_ms is a.sla_ms is inst.last_ms is inst.last_v
