@@ -325,7 +325,7 @@ class Aggregator:
             try:
                 if raw is None:
                     raise InvalidMessage("entry has no field 'm'")
-                hb = decode_heartbeat(raw)
+                hb = decode_heartbeat(raw, folder.state.services)
                 if key is None or self._unseen(hb.service, key):
                     transitions += folder.apply(hb, at_ms)
             except InvalidMessage as exc:

@@ -123,3 +123,20 @@ def test_detail_names_up_to_their_limit_decode_and_short_ones_are_shared() -> No
     assert first == second == names
     assert first is not None and second is not None
     assert next(iter(first)) is next(iter(second))
+
+
+def test_service_names_the_caller_tracks_are_checked_once_and_not_remembered_twice() -> None:
+    from healthbus import schema
+
+    tracked: dict[str, object] = {}
+    name = "tracked-by-the-fold-only"
+    assert decode_heartbeat(hb_json(service=name), tracked).service == name
+    assert name not in schema._valid_names  # the fold keeps it once it folds the heartbeat
+    tracked[name] = object()
+    assert decode_heartbeat(hb_json(service=name, depends_on=[name]), tracked).service == name
+    assert name not in schema._valid_names
+    with pytest.raises(InvalidMessage, match="service 'bad name'"):
+        decode_heartbeat(hb_json(service="bad name"), tracked)
+    with pytest.raises(InvalidMessage, match="depends_on 'bad dep'") as info:
+        decode_heartbeat(hb_json(service=name, depends_on=["bad dep"]), tracked)
+    assert info.value.service == name
