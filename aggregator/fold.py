@@ -335,7 +335,7 @@ class Folder(Judgement):
             self.state.pending.urgent.add(svc.name)
         if status != svc.status:
             out.append(self._transition(svc, status, at_v))
-        target = self._target(svc.name) if rules.slo else None
+        target = self._target(svc.name)
         if target is not None:
             out += self._burn(svc, target, at_v)
         return out
@@ -384,7 +384,7 @@ class Folder(Judgement):
         at_ms = state.clock.to_wall(at_v)
         from_ = svc.status
         duration_ms: int | None = None
-        slo = bool(self.rules.slo) and self._target(svc.name) is not None
+        slo = self._target(svc.name) is not None
         account(svc, at_ms, state.clock, state.ledger, slo)
         if to in ("degraded", "error"):
             root = svc.affected_by[0] if svc.affected_by else None

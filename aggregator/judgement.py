@@ -50,19 +50,21 @@ class Judgement:
             return
         state = self.state
         end = state.clock.to_wall(state.clock.now_v)
-        # Without SLO rules no name has a target: none is looked up (or remembered).
-        slos = bool(self.rules.slo)
         for _ in range(min(budget, len(state.services))):
             if not self._rotation:
                 self._rotation = list(state.services)
             svc = state.services.get(self._rotation.pop())
             if svc is None:
                 continue
-            slo = slos and self._target(svc.name) is not None
+            slo = self._target(svc.name) is not None
             if account(svc, end, state.clock, state.ledger, slo):
                 state.pending.state.add(svc.name)
 
     def _target(self, name: str) -> float | None:
+        """The SLO target of service `name`, or None. Remembered per name, but only while
+        SLO rules are configured: without, every service's None cost 19 bytes at 100k."""
+        if not self.rules.slo:
+            return None
         target = self._targets.get(name, -1.0)
         if target == -1.0:
             target = self._targets[name] = target_for(name, self.rules.slo)
@@ -123,7 +125,7 @@ class Judgement:
         rules = self.rules
         if rules.quorum and self._quorum_k(svc.name):
             return False
-        if rules.slo and self._target(svc.name) is not None:
+        if self._target(svc.name) is not None:
             return False
         return rules.counts(svc.kind) == (1, 1)
 
