@@ -106,7 +106,7 @@ def load_state(rows: dict[bytes, bytes]) -> FoldState:
 
 
 def _adopt_sparse_histogram(svc: Service, raw: bytes) -> None:
-    """Carry an older row's day histogram over into the dense one (sla.count_bucket)."""
+    """Carry an older row's day histogram over into the dense one (sla.record_duration)."""
     sparse = {b: n for b, n in _sparse_decoder.decode(raw).sla_hist.items() if 0 <= b <= MAX_BUCKET}
     if sparse:
         lo = min(sparse)

@@ -161,7 +161,7 @@ class Ledger:
         }
         mark = self._marks.pop(service, None)
         if mark is not None:
-            day = mark[0] - mark[0] % DAY_MS
+            day = self.day_of(mark[0])
             absolute.setdefault(day, {}).update(through_ms=mark[0], status=mark[1])
         keys = sorted({*tallies, *[("day", day) for day in absolute]} if absolute else tallies)
         limits = self._limits_at(now_ms)
@@ -267,12 +267,11 @@ def account(svc: Service, end_ms: int, clock: Clock, ledger: Ledger, slo: bool =
             record(svc, name, a, b)
     svc.sla_ms, svc.sla_off = end_ms, clock.offset_ms
     ledger.mark(svc.name, end_ms, svc.status)
-    day = end_ms - end_ms % DAY_MS
-    if svc.sla_counts and svc.sla_day == day:
+    if svc.sla_counts and svc.sla_day == ledger.day_of(end_ms):
         value = p95(svc.sla_lo, svc.sla_counts)
         if value != svc.sla_p95:
             svc.sla_p95 = value
-            ledger.set_p95(svc.name, day, value)
+            ledger.set_p95(svc.name, svc.sla_day, value)
     return True
 
 
@@ -285,25 +284,13 @@ def record_duration(svc: Service, at_ms: int, duration_ms: float, ledger: Ledger
         svc.sla_day, svc.sla_counts, svc.sla_p95 = day, None, None
     bucket = int(math.log(duration_ms + 1) / _LOG_BASE)  # = math.log(…, BASE)
     counts = svc.sla_counts
-    if counts is not None and 0 <= bucket - svc.sla_lo < len(counts):
-        counts[bucket - svc.sla_lo] += 1  # most durations: a bucket counted before
-    else:
-        count_bucket(svc, bucket)
-
-
-def count_bucket(svc: Service, bucket: int) -> None:
-    """Add one to `bucket` of the day's histogram, widening it to reach the bucket.
-
-    At most MAX_BUCKET + 1 counts; a service's durations usually span a few dozen."""
-    counts = svc.sla_counts
-    if counts is None:
-        svc.sla_lo, svc.sla_counts = bucket, [1]
-        return
     i = bucket - svc.sla_lo
-    if i < 0:
+    if counts is not None and 0 <= i < len(counts):
+        counts[i] += 1  # most durations: a bucket counted before
+    elif counts is None:
+        svc.sla_lo, svc.sla_counts = bucket, [1]
+    elif i < 0:  # widened down to the bucket: at most MAX_BUCKET + 1 counts
         svc.sla_lo, svc.sla_counts = bucket, [1, *[0] * (-i - 1), *counts]
-    elif i < len(counts):
-        counts[i] += 1
     else:
         counts += [0] * (i - len(counts))
         counts.append(1)
