@@ -18,14 +18,17 @@ from aggregator.rules import Rules
 from aggregator.sla import (
     BASE,
     DAY_MS,
+    HOUR_MS,
     MAX_BUCKET,
     RESOLUTIONS,
     Ledger,
+    Retention,
+    account,
     bucket_field,
     p95,
     record_duration,
 )
-from aggregator.state import FoldState, Service
+from aggregator.state import Clock, FoldState, Service
 from healthbus.config import Config
 from healthbus.schema import Heartbeat, encode
 
@@ -189,3 +192,36 @@ def test_the_web_adds_the_span_not_accounted_yet_to_the_status_it_is_in() -> Non
     tallies = _from_rollups({b"2026-01-01": json.dumps(row).encode()}, T0 + 61_000)
     [tally] = tallies.values()
     assert tally.ms == {"healthy": 1_000, "error": 60_000}
+
+
+def test_a_grant_inside_a_span_is_blind_even_with_no_blind_time_owed() -> None:
+    """The short path (nothing blind since the service's mark) is taken only when no grant
+    ends after the span's start: grants are kept in time order."""
+    ledger = Ledger()
+    ledger.retention = Retention(minute=HOUR_MS, hour=0, day=0)
+    clock = Clock(grants=[(T0 - 5 * MIN, T0 - 4 * MIN), (T0 + MIN, T0 + 2 * MIN)])
+    svc = Service(name="api", kind="perpetual", since_ms=T0, status="healthy", sla_ms=T0)
+    assert account(svc, T0 + 3 * MIN, clock, ledger)
+    minutes = {w.field: json.loads(w.delta) for w in ledger.take("api", T0 + 3 * MIN)}
+    assert minutes == {
+        "2026-01-01T10:00": {"healthy_ms": MIN},
+        "2026-01-01T10:01": {"blind_ms": MIN},
+        "2026-01-01T10:02": {"healthy_ms": MIN},
+    }
+
+
+def test_each_commit_time_gets_its_own_ttl_and_cutoff() -> None:
+    ledger = Ledger()
+    ledger.retention = Retention(minute=10 * MIN, hour=0, day=0)
+    cutoffs = []
+    for now in (T0 + 30 * MIN, T0 + 30 * MIN, T0 + 45 * MIN):
+        ledger.add("api", "healthy_ms", now - MIN, now)
+        (write,) = [
+            w for w in ledger.take("api", now) if w.field == bucket_field("minute", now - MIN)
+        ]
+        cutoffs.append((write.cutoff, write.ttl_ms))
+    assert cutoffs == [
+        ("2026-01-01T10:20", 11 * MIN),
+        ("2026-01-01T10:20", 11 * MIN),
+        ("2026-01-01T10:35", 11 * MIN),
+    ]
