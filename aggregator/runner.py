@@ -310,6 +310,7 @@ class Aggregator:
         dead: list[DeadLetter] = []
         size = 0
         count = len(entries)
+        tracked = folder.state.services  # names the decoder need not check or remember
         for i, (raw_id, fields) in enumerate(entries, 1):
             at_ms = int(raw_id.partition(b"-")[0])
             if self._queued:
@@ -325,7 +326,7 @@ class Aggregator:
             try:
                 if raw is None:
                     raise InvalidMessage("entry has no field 'm'")
-                hb = decode_heartbeat(raw, folder.state.services)
+                hb = decode_heartbeat(raw, tracked)
                 if key is None or self._unseen(hb.service, key):
                     transitions += folder.apply(hb, at_ms)
             except InvalidMessage as exc:
