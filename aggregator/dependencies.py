@@ -98,7 +98,7 @@ def roots(
 
 def relink(state: FoldState, svc: Service) -> None:
     """Keep `svc`'s dependencies (its live instances' `depends_on`) and the graph current."""
-    lists = [i.depends_on for i in svc.instances.values() if i.depends_on]
+    lists = [i.depends_on for i in svc.each() if i.depends_on]
     if not lists and not svc.depends_on:
         return  # most services: none before, none now
     deps = tuple(sorted({d for names in lists for d in names}))

@@ -80,19 +80,20 @@ class Folder(Judgement):
         pending = state.pending
         pending.state.add(svc.name)
         if hb.goodbye:
-            if svc.instances.pop(key, None) is not None:
+            if svc.drop(key) is not None:
                 pending.urgent.add(svc.name)
-            if not svc.instances:
+            if not svc.each():
                 svc.departed_v = v
             relink(state, svc)
             return out + self._rejudge(svc, now, observed=False)
-        inst = svc.instances.get(key)
+        inst = svc.find(key)
         if hb.phase == "start":
             timeout_ms = int((hb.timeout_s or hb.interval_s) * 1000)
             if inst is None:
-                inst = svc.instances[key] = Instance(
+                inst = Instance(
                     hb=hb, last_ms=at_ms, last_v=v, completed=False, depends_on=hb.depends_on
                 )
+                svc.put(inst)
                 pending.urgent.add(svc.name)
             inst.started_v, inst.start_timeout_ms = v, timeout_ms
         else:
@@ -114,7 +115,7 @@ class Folder(Judgement):
             if rise > 1 or fall > 1:
                 status, reason = judge_content(hb, self.rules)
                 fresh.held = observe(inst.held if inst else None, status, reason, rise, fall)
-            svc.instances[key] = fresh
+            svc.put(fresh)
         svc.kind, svc.interval_s, svc.last_v = hb.kind, hb.interval_s, v
         relink(state, svc)
         svc.departed_v = None
@@ -130,8 +131,7 @@ class Folder(Judgement):
         one: when it comes, `_rejudge` finds nothing changed and schedules the true one).
         A window of healthy observations only grows by one more.
         False, with nothing changed, when the heartbeat could change anything else."""
-        key = hb.instance or ""
-        inst = svc.instances.get(key)
+        inst = svc.find(hb.instance or "")
         flap = self._flap
         if (
             inst is None
@@ -289,8 +289,9 @@ class Folder(Judgement):
         raw: Status = "unknown"
         reason = "no live instance"
         deadline: int | None = None
-        many = len(svc.instances) > 1
-        for key, inst in svc.instances.items():
+        instances = svc.each()
+        many = len(instances) > 1
+        for inst in instances:
             inst_status, inst_reason, inst_deadline, inst_raw = self._judge_instance(inst, at_v)
             raw = worst(raw, inst_raw)
             if (inst.status, inst.reason) != (inst_status, inst_reason):
@@ -298,16 +299,17 @@ class Folder(Judgement):
                 self.state.pending.urgent.add(svc.name)
             if STATUS_ORDER[inst_status] > STATUS_ORDER[status] or reason == "no live instance":
                 status = inst_status
-                reason = f"instance {key}: {inst_reason}" if many and key else inst_reason
+                key = inst.key if many else ""
+                reason = f"instance {key}: {inst_reason}" if key else inst_reason
             if inst_deadline > at_v:
                 # Past the forget age an instance's age rule has no further deadline (and a
                 # deadline not after `at_v` would make expire() fold it again forever).
                 deadline = inst_deadline if deadline is None else min(deadline, inst_deadline)
-        if rules.quorum and svc.instances:
+        if rules.quorum and instances:
             status, raw, reason = self._quorum(svc, status, raw, reason)
         if svc.invalid is not None:
             status, reason, raw = "error", svc.invalid, "error"
-        elif not svc.instances:
+        elif not instances:
             deadline = None
             if svc.departed_v is not None:
                 # Planned stop: keep the last status for a grace period, then leave.
@@ -469,12 +471,12 @@ def _epoch_ms(value: datetime) -> int:
 
 def view(svc: Service) -> ServiceView:
     """The snapshot's document for one service."""
-    instances = list(svc.instances.items())
-    latest = bad = instances[0][1] if instances else None
+    instances = list(svc.each())
+    latest = bad = instances[0] if instances else None
     if len(instances) > 1:  # most services have one (rendered for each every second)
-        instances.sort(key=lambda kv: kv[1].last_ms, reverse=True)
-        latest = instances[0][1]
-        bad = max((inst for _, inst in instances), key=lambda i: STATUS_ORDER[i.status])
+        instances.sort(key=lambda inst: inst.last_ms, reverse=True)
+        latest = instances[0]
+        bad = max(instances, key=lambda inst: STATUS_ORDER[inst.status])
     error = svc.invalid or (bad.hb.error if bad is not None and bad.status != "healthy" else None)
     hb = latest.hb if latest is not None else None
     # By position, in field order: msgspec's keyword path took most of a render.
@@ -496,7 +498,7 @@ def view(svc: Service) -> ServiceView:
         svc.flapping,
         [
             InstanceView(
-                key,
+                inst.key,
                 inst.status,
                 iso_ms(inst.last_ms),
                 inst.last_ms,
@@ -506,8 +508,8 @@ def view(svc: Service) -> ServiceView:
                 inst.restarts,
                 inst.lost,
             )
-            for key, inst in instances
-            if key or len(instances) > 1
+            for inst in instances
+            if inst.key or len(instances) > 1
         ],
         svc.affected_by,
     )

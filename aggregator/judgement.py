@@ -134,7 +134,7 @@ class Judgement:
     ) -> tuple[Status, Status, str]:
         """A quorum rule, if one matches, replaces worst-of (raw included)."""
         k = self._quorum_k(svc.name)
-        found = quorum_status([i.status for i in svc.instances.values()], k) if k else None
+        found = quorum_status([i.status for i in svc.each()], k) if k else None
         if found is None or found[0] == status == "healthy":
             return status, raw, reason
         return found[0], found[0], found[1]

@@ -96,6 +96,7 @@ def load_state(rows: dict[bytes, bytes]) -> FoldState:
         if name.decode() in RESERVED_NAMES:
             continue
         svc = _service_decoder.decode(raw)
+        svc.settle()
         if b'"sla_hist"' in raw:
             _adopt_sparse_histogram(svc, raw)
         deadline = svc.deadline_v

@@ -8,6 +8,7 @@ so that time the aggregator could not see never ages a service (design.md, "Time
 from __future__ import annotations
 
 import heapq
+from collections.abc import Collection
 
 import msgspec
 
@@ -46,6 +47,11 @@ class Instance(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     restarts: int = 0
     lost: int = 0
 
+    @property
+    def key(self) -> str:
+        """Its name within the service ("" for a service run as one unnamed instance)."""
+        return self.hb.instance or ""
+
 
 class Service(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     name: str
@@ -53,7 +59,11 @@ class Service(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     status: Status = "unknown"
     reason: str = "never seen"
     since_ms: int
-    instances: dict[str, Instance] = msgspec.field(default_factory=dict)
+    #: Its instances (see `find`, `each`): the only one in `sole`, two or more in
+    #: `several` by name. Most services run as one, and a dict of one took 184 bytes.
+    sole: Instance | None = None
+    #: Rows written before 2026-12-03 hold even a sole instance here (persist.py).
+    several: dict[str, Instance] | None = msgspec.field(default=None, name="instances")
     incident: str | None = None
     #: Reason of the last rejected entry naming this service; cleared by a valid heartbeat.
     invalid: str | None = None
@@ -94,6 +104,46 @@ class Service(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     #: to it is folded in. A new leader re-reads from the replay position (persist.Replay),
     #: behind some rows' cursors, and skips this service's entries at or before it.
     applied: str = ""
+
+    def find(self, key: str) -> Instance | None:
+        if self.several is not None:
+            return self.several.get(key)
+        sole = self.sole
+        return sole if sole is not None and sole.key == key else None
+
+    def each(self) -> Collection[Instance]:
+        """Its live instances (a view: do not change them while iterating)."""
+        if self.several is not None:
+            return self.several.values()
+        return () if self.sole is None else (self.sole,)
+
+    def put(self, inst: Instance) -> None:
+        """Add `inst`, or put it in the place of the instance of its name."""
+        if self.several is not None:
+            self.several[inst.key] = inst
+        elif self.sole is None or self.sole.key == inst.key:
+            self.sole = inst
+        else:
+            self.several = {self.sole.key: self.sole, inst.key: inst}
+            self.sole = None
+
+    def drop(self, key: str) -> Instance | None:
+        """Remove the instance named `key`; the one it took away, if any."""
+        several = self.several
+        if several is None:
+            sole = self.find(key)
+            if sole is not None:
+                self.sole = None
+            return sole
+        gone = several.pop(key, None)
+        self.settle()
+        return gone
+
+    def settle(self) -> None:
+        """Keep `several` for two or more instances (a row of before 2026-12-03 held one)."""
+        several = self.several
+        if several is not None and len(several) < 2:
+            self.several, self.sole = None, next(iter(several.values()), None)
 
 
 class Clock(msgspec.Struct, kw_only=True):

@@ -178,7 +178,7 @@ def test_goodbye_of_one_of_two_instances_raises_nothing() -> None:
     folder.apply(hb(instance="a"), T0)
     folder.apply(hb(instance="b"), T0)
     assert folder.apply(hb(instance="a", goodbye=True), T0 + 500) == []
-    assert list(folder.state.services["svc"].instances) == ["b"]
+    assert [i.key for i in folder.state.services["svc"].each()] == ["b"]
     for i in range(1, 20):
         assert folder.apply(hb(instance="b"), T0 + i * 1_000) == []
         assert folder.expire(T0 + i * 1_000) == []
@@ -260,7 +260,7 @@ def test_every_field_of_a_view_comes_from_its_own_source() -> None:
         "a", "error", iso_ms(T0 + 500), T0 + 500,
     )  # fmt: skip
     assert (a.last_duration_ms, a.error, a.reason, a.restarts, a.lost) == (
-        7.5, "refused", svc.instances["a"].reason, 0, 0,
+        7.5, "refused", svc.find("a").reason, 0, 0,
     )  # fmt: skip
     assert (b.instance, b.status, b.last_duration_ms, b.error, b.reason) == (
         "b", "healthy", 3.0, None, "ok",

@@ -29,7 +29,7 @@ def test_services_share_their_kind_and_instance_names() -> None:
     for name in ("alpha", "beta"):
         folder.apply(beat(name, kind="consumer", instance="worker-host-17:8080"), T0)
     a, b = (folder.state.services[n] for n in ("alpha", "beta"))
-    ia, ib = a.instances["worker-host-17:8080"], b.instances["worker-host-17:8080"]
+    ia, ib = a.find("worker-host-17:8080"), b.find("worker-host-17:8080")
     assert a.kind is b.kind is ia.hb.kind is ib.hb.kind
     assert ia.hb.instance is ib.hb.instance
 
@@ -71,12 +71,12 @@ def test_an_instance_shares_its_times_until_blind_time_is_granted() -> None:
     folder = Folder(FoldState(), RULES)
     at = int(str(T0 + 5))  # an int object of its own, as the runner parses each entry id
     folder.apply(beat("alpha"), at)
-    inst = folder.state.services["alpha"].instances[""]
+    inst = folder.state.services["alpha"].find("")
     assert inst.last_v is inst.last_ms
     folder.grant(at + 10, at + 20)
     later = int(str(T0 + 100))
     folder.apply(beat("alpha"), later)
-    inst = folder.state.services["alpha"].instances[""]
+    inst = folder.state.services["alpha"].find("")
     assert (inst.last_ms, inst.last_v) == (later, later - 10)
 
 
@@ -97,5 +97,5 @@ def test_services_share_their_day_and_a_first_sighting_one_time_object() -> None
         folder.apply(beat(name, duration_ms=12.5), at + (name == "beta"))
     a, b = (folder.state.services[n] for n in ("alpha", "beta"))
     assert a.sla_day == b.sla_day and a.sla_day is b.sla_day
-    inst = a.instances[""]
+    inst = a.find("")
     assert a.since_ms is a.sla_ms is inst.last_ms is inst.last_v

@@ -229,10 +229,10 @@ def derived(folder: Folder, svc: Service) -> Status | None:
     now = folder.state.clock.now_v
     if svc.invalid is not None:
         return "error"
-    if not svc.instances:
+    if not svc.each():
         return None if svc.departed_v is not None else "unknown"  # a goodbye keeps its status
     worst: Status = "unknown"
-    for inst in svc.instances.values():
+    for inst in svc.each():
         status: Status = "unknown"
         if inst.completed:
             status = judge(inst.hb, max(0, now - inst.last_v), folder.rules)[0]
@@ -278,10 +278,7 @@ def test_never_healthy_when_every_live_instance_is_older_than_twice_its_interval
             continue
         now = run.folder.state.clock.now_v
         for svc in run.folder.state.services.values():
-            ages = [
-                (now - inst.last_v, 2 * inst.hb.interval_s * 1000)
-                for inst in svc.instances.values()
-            ]
+            ages = [(now - inst.last_v, 2 * inst.hb.interval_s * 1000) for inst in svc.each()]
             if ages and all(age > limit for age, limit in ages):
                 assert svc.status != "healthy", svc
 
@@ -330,7 +327,7 @@ def test_recovery_follows_once_healthy_heartbeats_arrive(history: list[Op], rule
         svc = folder.state.services[name]
         was, incident = svc.status, svc.incident
         healing: list[Transition] = []
-        keys = list(svc.instances) or [""]
+        keys = [inst.key for inst in svc.each()] or [""]
         for key in keys:
             hb = heartbeat(name, 10.0, ok=True, instance=key or None)
             healing += [t for t in folder.apply(hb, at) if t.service == name]

@@ -85,9 +85,9 @@ class Pair:
 
     def _remember(self) -> None:
         for svc in self.full.folder.state.services.values():
-            for key, inst in svc.instances.items():
+            for inst in svc.each():
                 if inst.completed:
-                    self.last[(svc.name, key or None)] = inst.hb
+                    self.last[(svc.name, inst.key or None)] = inst.hb
 
     @staticmethod
     def _shown(run: Run) -> dict[str, tuple[bytes, str, bool]]:

@@ -47,7 +47,7 @@ def next_change_ms(folder: Folder) -> int:
 def test_a_regularly_late_instance_gets_a_learned_grace() -> None:
     folder = Folder(FoldState(), GRACE)
     last = beats(folder, [13_000] * 12)  # always 3 s late
-    inst = folder.state.services["job"].instances[""]
+    inst = folder.state.services["job"].find("")
     assert 2_900 < inst.late_ms <= 3_000
     grace = grace_ms(inst, GRACE)
     assert 8_700 < grace <= 9_000
@@ -77,7 +77,7 @@ def test_grace_stays_within_its_bounds(gaps: list[int], grace_max: float) -> Non
     rules = Rules(grace_max=grace_max)
     folder = Folder(FoldState(), rules)
     last = beats(folder, gaps)
-    inst = folder.state.services["job"].instances[""]
+    inst = folder.state.services["job"].find("")
     assert 0 <= grace_ms(inst, rules) <= grace_max * 10_000
     assert last + 20_001 <= next_change_ms(folder) <= last + 20_001 + grace_max * 10_000
 
@@ -89,7 +89,7 @@ def test_restarts_and_lost_heartbeats_are_counted_per_instance() -> None:
     folder.apply(hb(instance="a", boot="b1", n=4), T0 + 10_000)  # 2 and 3 were lost
     folder.apply(hb(instance="a", boot="b2", n=1), T0 + 600_000)  # restarted: no lateness
     svc = folder.state.services["job"]
-    assert (svc.instances["a"].restarts, svc.instances["a"].lost) == (1, 2)
-    assert svc.instances["a"].late_ms == 0
+    assert (svc.find("a").restarts, svc.find("a").lost) == (1, 2)
+    assert svc.find("a").late_ms == 0
     shown = {i.instance: (i.restarts, i.lost) for i in view(svc).instances}
     assert shown == {"a": (1, 2), "b": (0, 0)}
