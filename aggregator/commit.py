@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from aggregator.fold import view
+from aggregator.persist import service_row
 from aggregator.sla import RollupWrite
 from aggregator.state import FoldState
 from healthbus.schema import Transition, encode
@@ -105,7 +106,7 @@ def build_parts(
             part.removed.append(name)
             continue
         svc.applied = cursor
-        row = encode(svc)
+        row = service_row(svc)
         part.state[name] = row
         part.size += len(row)
         if name in pending.urgent or (name in pending.deferred and name in flush):

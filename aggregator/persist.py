@@ -9,7 +9,7 @@ from aggregator.state import Clock, FoldState, Service
 from healthbus.commands import COMMANDS_FIELD, Commands
 from healthbus.schema import RESERVED_NAMES, encode, parse_stream_id
 
-__all__ = ["CLOCK_FIELD", "Replay", "fold_rows", "load_replay", "load_state"]
+__all__ = ["CLOCK_FIELD", "Replay", "fold_rows", "load_replay", "load_state", "service_row"]
 
 CLOCK_FIELD = "_fold"
 
@@ -66,6 +66,19 @@ _sparse_decoder = msgspec.json.Decoder(_SparseHistogram)
 
 def _key(stream_id: str) -> tuple[int, int]:
     return parse_stream_id(stream_id) or (0, 0)
+
+
+def service_row(svc: Service) -> bytes:
+    """`svc`'s row of the `state` hash. A sole instance is written by name in `instances`,
+    as aggregators before 2026-12-03 wrote (and read) it: one of those may lead again."""
+    sole = svc.sole
+    if sole is None:
+        return encode(svc)
+    svc.sole, svc.several = None, {sole.key: sole}
+    try:
+        return encode(svc)
+    finally:
+        svc.sole, svc.several = sole, None
 
 
 def fold_rows(state: FoldState, replay: Replay | None = None) -> dict[str, bytes]:

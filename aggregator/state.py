@@ -61,8 +61,8 @@ class Service(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     since_ms: int
     #: Its instances (see `find`, `each`): the only one in `sole`, two or more in
     #: `several` by name. Most services run as one, and a dict of one took 184 bytes.
+    #: A state row holds either in `instances`, as every version wrote it (persist.py).
     sole: Instance | None = None
-    #: Rows written before 2026-12-03 hold even a sole instance here (persist.py).
     several: dict[str, Instance] | None = msgspec.field(default=None, name="instances")
     incident: str | None = None
     #: Reason of the last rejected entry naming this service; cleared by a valid heartbeat.
@@ -140,7 +140,7 @@ class Service(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
         return gone
 
     def settle(self) -> None:
-        """Keep `several` for two or more instances (a row of before 2026-12-03 held one)."""
+        """Keep `several` for two or more instances (a state row holds one there too)."""
         several = self.several
         if several is not None and len(several) < 2:
             self.several, self.sole = None, next(iter(several.values()), None)
