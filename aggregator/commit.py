@@ -120,8 +120,9 @@ def build_parts(
         elif name in pending.fresh and name in flush:
             rendered = encode(view(svc))
             part.views[name] = rendered
-            if svc.each():
-                part.fresh[name] = max(i.last_ms for i in svc.each())
+            instances = svc.each()
+            if instances:
+                part.fresh[name] = max(i.last_ms for i in instances)
             pending.fresh.discard(name)
     # In fold order, each with its service's part; one pass, as a commit may carry a
     # transition for every service (100k falling silent together: 318 parts).

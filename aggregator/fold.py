@@ -498,7 +498,7 @@ def view(svc: Service) -> ServiceView:
         svc.flapping,
         [
             InstanceView(
-                inst.key,
+                key,
                 inst.status,
                 iso_ms(inst.last_ms),
                 inst.last_ms,
@@ -509,7 +509,7 @@ def view(svc: Service) -> ServiceView:
                 inst.lost,
             )
             for inst in instances
-            if inst.key or len(instances) > 1
+            if (key := inst.hb.instance or "") or len(instances) > 1
         ],
         svc.affected_by,
     )

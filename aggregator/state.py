@@ -109,7 +109,8 @@ class Service(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
         if self.several is not None:
             return self.several.get(key)
         sole = self.sole
-        return sole if sole is not None and sole.key == key else None
+        # Not `sole.key`: a property call is a tenth of a steady heartbeat's lookup.
+        return sole if sole is not None and (sole.hb.instance or "") == key else None
 
     def each(self) -> Collection[Instance]:
         """Its live instances (a view: do not change them while iterating)."""
