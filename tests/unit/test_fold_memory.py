@@ -34,6 +34,21 @@ def test_services_share_their_kind_and_instance_names() -> None:
     assert ia.hb.instance is ib.hb.instance
 
 
+def test_a_service_of_one_instance_holds_no_dict_of_instances() -> None:
+    """Most services run as one instance: a dict of one took 184 bytes each."""
+    folder = Folder(FoldState(), RULES)
+    for at in (T0, T0 + 10_000):  # first sighting, then a steady heartbeat
+        folder.apply(beat("alpha", instance="host-a:4242"), at)
+    folder.apply(beat("beta", instance="host-a:4242", phase="start"), T0)
+    folder.apply(beat("beta", instance="host-a:4242"), T0 + 1_000)
+    for svc in folder.state.services.values():
+        assert svc.several is None and svc.sole is not None
+    folder.apply(beat("alpha", instance="host-b:4242"), T0 + 20_000)
+    folder.apply(beat("alpha", instance="host-b:4242", goodbye=True), T0 + 30_000)
+    alpha = folder.state.services["alpha"]
+    assert alpha.several is None and alpha.sole is alpha.find("host-a:4242")
+
+
 def test_young_healthy_services_share_their_flap_window() -> None:
     folder = Folder(FoldState(), RULES)
     for i in range(3):
