@@ -43,7 +43,10 @@ def learn_from(inst: Instance, old: Heartbeat, old_v: int) -> None:
         inst.lost += new.n - old.n - 1
     late = inst.last_v - old_v - new.interval_s * 1000
     if late > 0 or inst.late_ms:  # an instance that keeps its cadence stays at 0 (most)
-        inst.late_ms = round(inst.late_ms + WEIGHT * (max(late, 0.0) - inst.late_ms), 1)
+        mean = inst.late_ms + WEIGHT * (max(late, 0.0) - inst.late_ms)
+        # Under half a millisecond (entry ids count whole ones) it is none: rounded to
+        # 0.1 ms, a mean once above it never decayed below 0.2 ms, back on cadence or not.
+        inst.late_ms = round(mean, 1) if mean >= 0.5 else 0.0
 
 
 def grace_ms(inst: Instance, rules: Rules) -> int:

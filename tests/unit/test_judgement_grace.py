@@ -62,6 +62,14 @@ def test_an_on_time_instance_is_judged_as_strictly_as_ever() -> None:
     assert next_change_ms(folder) == last + 20_001
 
 
+def test_an_instance_back_on_its_cadence_forgets_its_lateness() -> None:
+    for late_once, on_time in ((4, 20), (3_000, 40)):
+        folder = Folder(FoldState(), GRACE)
+        last = beats(folder, [10_000 + late_once] + [10_000] * on_time)
+        assert folder.state.services["job"].find("").late_ms == 0
+        assert next_change_ms(folder) == last + 20_001
+
+
 def test_grace_is_bounded_and_off_by_default_in_bare_rules() -> None:
     folder = Folder(FoldState(), GRACE)
     last = beats(folder, [60_000] * 12)  # 50 s late each time on a 10 s cadence
