@@ -299,8 +299,7 @@ class Folder(Judgement):
                 self.state.pending.urgent.add(svc.name)
             if STATUS_ORDER[inst_status] > STATUS_ORDER[status] or reason == "no live instance":
                 status = inst_status
-                key = inst.key if many else ""
-                reason = f"instance {key}: {inst_reason}" if key else inst_reason
+                reason = f"instance {inst.key}: {inst_reason}" if many and inst.key else inst_reason
             if inst_deadline > at_v:
                 # Past the forget age an instance's age rule has no further deadline (and a
                 # deadline not after `at_v` would make expire() fold it again forever).

@@ -74,7 +74,7 @@ def service_row(svc: Service) -> bytes:
     sole = svc.sole
     if sole is None:
         return encode(svc)
-    svc.sole, svc.several = None, {sole.hb.instance or "": sole}
+    svc.sole, svc.several = None, {sole.key: sole}
     try:
         return encode(svc)
     finally:
