@@ -46,6 +46,8 @@ def learn_from(inst: Instance, old: Heartbeat, old_v: int) -> None:
         mean = inst.late_ms + WEIGHT * (max(late, 0.0) - inst.late_ms)
         # Under half a millisecond (entry ids count whole ones) it is none: rounded to
         # 0.1 ms, a mean once above it never decayed below 0.2 ms, back on cadence or not.
+        # So a steady lateness under 2 ms (a quarter of it is the first step) is jitter at
+        # the ids' resolution and never learned: its grace would be under 6 ms anyway.
         inst.late_ms = round(mean, 1) if mean >= 0.5 else 0.0
 
 
