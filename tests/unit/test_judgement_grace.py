@@ -70,6 +70,16 @@ def test_an_instance_back_on_its_cadence_forgets_its_lateness() -> None:
         assert next_change_ms(folder) == last + 20_001
 
 
+def test_a_lateness_under_two_milliseconds_is_jitter_and_never_learned() -> None:
+    folder = Folder(FoldState(), GRACE)
+    last = beats(folder, [10_001, 9_999, 10_001] * 10)
+    assert folder.state.services["job"].find("").late_ms == 0
+    assert next_change_ms(folder) == last + 20_001
+    folder = Folder(FoldState(), GRACE)
+    beats(folder, [10_002] * 10)
+    assert folder.state.services["job"].find("").late_ms > 0
+
+
 def test_grace_is_bounded_and_off_by_default_in_bare_rules() -> None:
     folder = Folder(FoldState(), GRACE)
     last = beats(folder, [60_000] * 12)  # 50 s late each time on a 10 s cadence
