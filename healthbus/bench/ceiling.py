@@ -16,7 +16,7 @@ import subprocess
 import redis
 
 from healthbus.bench.context import Bench
-from healthbus.bench.payload import HEAD, TAIL
+from healthbus.bench.payload import N_FIRST, SHAPE
 from healthbus.bench.report import Figure
 from healthbus.errors import HealthBusError
 from healthbus.keys import Keys
@@ -53,7 +53,7 @@ def xadd_rate(bench: Bench, requests: int) -> float:
     if binary is None:
         raise HealthBusError("redis-benchmark is not on PATH (Debian: apt-get install redis-tools)")
     key = Keys(bench.namespace("ceiling")).heartbeats
-    payload = (HEAD + b"__rand_int__" + TAIL).decode()
+    payload = (SHAPE % (b"__rand_int__", b"__rand_int__", b"%d" % N_FIRST)).decode()
     command = [
         binary, "-h", "127.0.0.1", "-p", str(bench.redis.port), "-n", str(requests),
         "-P", str(PIPELINE), "-c", str(CLIENTS), "-r", "100000", "-q",

@@ -78,7 +78,7 @@ def throughput(bench: Bench, services: int, measured: int) -> float:
     with redis.Redis.from_url(bench.redis_url) as client:
         bench.progress(f"fold: {services:,} services, preloading {services + measured:,}")
         warm = preload(client, keys.heartbeats, services, services)
-        last = preload(client, keys.heartbeats, measured, services)
+        last = preload(client, keys.heartbeats, measured, services, first=services)
         try:
             bench.progress(f"fold: {services:,} services, draining {measured:,} heartbeats")
             seconds = anyio.run(_drain, config, warm, last)

@@ -14,7 +14,7 @@ from typing import Final
 
 import redis
 
-from healthbus.bench.payload import heartbeat
+from healthbus.bench.payload import N_FIRST, heartbeat
 
 __all__ = ["main"]
 
@@ -29,7 +29,6 @@ def main(url: str, key: str, rate: int, services: int, seconds: float) -> None:
         stop.set()
 
     threading.Thread(target=watch_stdin, daemon=True).start()
-    payloads = [heartbeat(i) for i in range(services)]
     sent = 0
     start = time.monotonic()
     with redis.Redis.from_url(url) as client:
@@ -38,7 +37,8 @@ def main(url: str, key: str, rate: int, services: int, seconds: float) -> None:
             due = int((time.monotonic() - start) * rate)
             pipe = client.pipeline(transaction=False)
             for i in range(sent, due):
-                pipe.xadd(key, {"m": payloads[i % services]}, maxlen=1_000_000, approximate=True)
+                m = heartbeat(i % services, N_FIRST + i // services)
+                pipe.xadd(key, {"m": m}, maxlen=1_000_000, approximate=True)
             pipe.execute()
             sent = max(sent, due)
             stop.wait(TICK_S)
