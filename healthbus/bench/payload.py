@@ -3,7 +3,7 @@
 One shape everywhere, so the ceiling, the fold and the alternatives move the same bytes:
 what `Publisher.publish(name, interval_s=60, duration_ms=12.5, details={"rows": 42})` sends
 from instance `host-a:4242`, with its boot id and its sequence number `n`, as a publisher
-some days into its run has it (tests/unit/test_bench_payload.py). A service's boot id is
+some days into its run has it (tests/benchmarks/test_bench_payload.py). A service's boot id is
 its own number, and its heartbeats count on from N_FIRST. Numbers are 12 digits, the form
 `redis-benchmark -r` substitutes for `__rand_int__`.
 """
